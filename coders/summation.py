@@ -1,0 +1,19 @@
+"""The sum code: parity query P = X_1 + ... + X_k; decode by subtraction.
+
+Works for queries of any shape; exact for a linear model whose parity model is the same map
+with k times the bias.
+"""
+from __future__ import annotations
+
+import torch
+
+from coders.base import CodingError, SubtractionCode
+
+
+class SumCode(SubtractionCode):
+    name = "sum"
+
+    def encode(self, queries: torch.Tensor) -> torch.Tensor:
+        if queries.dim() < 2 or queries.shape[0] != self.k:
+            raise CodingError(f"expected queries of shape (k={self.k}, B, ...), got {tuple(queries.shape)}")
+        return queries.sum(dim=0, keepdim=True)  # (1, B, *S)
