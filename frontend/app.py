@@ -1,0 +1,32 @@
+"""The aiohttp application factory: routes, error middleware, and the Service's lifecycle.
+
+``create_app(cfg)`` is what ``parm serve``, ``parm up`` and the tests run. Startup connects to the
+workers; cleanup stops accepting, drains in-flight queries, then closes worker connections.
+"""
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from frontend import handlers
+from frontend.config import FrontendConfig
+from frontend.service import Service
+
+
+def create_app(cfg: FrontendConfig, drain_timeout_s: float = 5.0) -> web.Application:
+    app = web.Application(client_max_size=cfg.max_body_bytes, middlewares=[handlers.errors_middleware])
+    app[handlers.SERVICE] = Service(cfg)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        service = app[handlers.SERVICE]
+        await service.start()
+        yield
+        await service.stop(drain_timeout_s)
+
+    app.cleanup_ctx.append(lifecycle)
+    app.router.add_post("/predict", handlers.predict)
+    app.router.add_get("/health", handlers.health)
+    app.router.add_get("/ready", handlers.ready)
+    app.router.add_get("/stats", handlers.stats)
+    return app

@@ -1,0 +1,79 @@
+"""Frontend settings as one frozen dataclass, validated at construction with actionable messages.
+
+Mirrored one to one by ``parm serve``'s flags (frontend/commands.py).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from coders import CODES
+from frontend.errors import ConfigError
+
+MODES = ("coded", "equal", "none")
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """'host:port' -> (host, port); ConfigError otherwise."""
+    host, sep, port = text.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"worker address {text!r} is not HOST:PORT")
+    return host, int(port)
+
+
+def parse_addresses(text: str) -> tuple[tuple[str, int], ...]:
+    return tuple(parse_address(a) for a in text.split(",") if a.strip())
+
+
+@dataclass(frozen=True)
+class FrontendConfig:
+    data: tuple[tuple[str, int], ...]
+    parity: tuple[tuple[str, int], ...] = ()
+    k: int = 2
+    code: str = "concat"
+    mode: str = "coded"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    deadline_ms: float = 1000.0
+    max_deadline_ms: float = 60_000.0
+    group_timeout_ms: float = 20.0
+    default_output: tuple[float, ...] | None = None
+    max_pending: int = 4096
+    max_queries_per_request: int = 1024
+    max_body_bytes: int = 16 * 1024 * 1024
+    health_interval_s: float = 1.0
+    health_timeout_s: float = 1.0
+    connect_timeout_s: float = 2.0
+    retry_backoff_s: float = 0.005
+    extra: dict[str, str] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if not self.data:
+            raise ConfigError("at least one data worker is required (--data HOST:PORT,...)")
+        if self.k < 1:
+            raise ConfigError(f"k must be >= 1, got {self.k}")
+        if self.mode == "coded":
+            if self.k < 2:
+                raise ConfigError("coded mode needs k >= 2 (k=1 is plain replication: use --mode equal)")
+            if not self.parity:
+                raise ConfigError("coded mode needs at least one parity worker (--parity HOST:PORT,...)")
+            if self.code not in CODES:
+                raise ConfigError(f"unknown code {self.code!r}; known: {', '.join(sorted(CODES))}")
+        for name in ("deadline_ms", "group_timeout_ms", "health_interval_s", "health_timeout_s", "connect_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.deadline_ms > self.max_deadline_ms:
+            raise ConfigError(f"deadline_ms {self.deadline_ms} exceeds max_deadline_ms {self.max_deadline_ms}")
+        for name in ("max_pending", "max_queries_per_request", "max_body_bytes"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+    @property
+    def coded(self) -> bool:
+        return self.mode == "coded"
+
+    @property
+    def all_data_workers(self) -> tuple[tuple[str, int], ...]:
+        """Data workers to use: in ``equal`` mode the parity budget serves as extra replicas."""
+        return self.data + self.parity if self.mode == "equal" else self.data

@@ -1,0 +1,153 @@
+"""Runs one coding group on the workers: each data query is sent as soon as it joins the group,
+the parity query once the group is full; outputs feed the pure ``Group``, whose deliveries
+resolve the queries' futures. When every query is resolved the group cancels what is left.
+
+A data request that fails (worker crashed, error reply) is re-sent to another healthy worker
+until an output arrives or the group finishes; a client going away never cancels group work,
+since the other queries of the group may need that output to be decoded.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from coders import Code
+from frontend.errors import WorkerError
+from frontend.group import Delivery, Group
+from frontend.pool import WorkerPool
+from frontend.query import Answer, Query
+from frontend.stats import Stats
+from frontend.worker_client import WorkerClient
+
+log = logging.getLogger(__name__)
+MAX_BACKOFF_S = 0.1
+
+
+class GroupRun:
+    def __init__(self, pool: WorkerPool, code: Code | None, stats: Stats, backoff_s: float,
+                 on_finished: Callable[[GroupRun], None]) -> None:
+        self.pool = pool
+        self.code = code                      # None: uncoded modes
+        self.stats = stats
+        self.backoff_s = backoff_s
+        self.on_finished = on_finished
+        self.queries: list[Query] = []
+        self.group: Group | None = None       # created at close, when the number of queries is known
+        self.early: dict[int, np.ndarray] = {}  # data outputs that arrived before close
+        self.used: set[WorkerClient] = set()  # workers holding a query of this group
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.finished = False
+
+    @property
+    def closed(self) -> bool:
+        return self.group is not None
+
+    def add(self, query: Query) -> None:
+        slot = len(self.queries)
+        self.queries.append(query)
+        query.future.add_done_callback(lambda _f: self._maybe_finish())
+        self._spawn(self._run_data(slot))
+
+    def close(self) -> None:
+        """No more queries: build the state machine, replay early outputs, send the parity query."""
+        n = len(self.queries)
+        full = self.code is not None and n == self.code.k
+        self.group = Group(n, self.code if full else None)
+        self.stats.groups += 1
+        if self.code is not None and not full:
+            self.stats.groups_partial += 1
+        for slot, out in self.early.items():
+            self._deliver(self.group.add_output(slot, out))
+        self.early.clear()
+        if full:
+            self._spawn(self._run_parity())
+        self._maybe_finish()
+
+    def cancel(self, exc: BaseException) -> None:
+        """Shutdown: fail every unanswered query and stop all work."""
+        for q in self.queries:
+            q.fail(exc)
+        if self.group is None:
+            self.group = Group(len(self.queries), None)
+        self._maybe_finish()
+
+    # -- work ---------------------------------------------------------------------------
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _run_data(self, slot: int) -> None:
+        inputs = self.queries[slot].inputs[None]  # (1, *S)
+        tried: set[WorkerClient] = set()
+        attempt = 0
+        while not self.finished:
+            worker = self.pool.pick(self.pool.data, avoid=self.used | tried)
+            if worker is not None:
+                self.used.add(worker)
+                try:
+                    out = await worker.infer(inputs)  # (1, C)
+                except WorkerError as exc:
+                    log.debug("slot %d: %s", slot, exc)
+                    self.stats.worker_errors += 1
+                    tried.add(worker)
+                else:
+                    self._on_output(slot, out[0])
+                    return
+            attempt += 1
+            self.stats.retries += 1
+            await asyncio.sleep(min(self.backoff_s * 2 ** min(attempt, 10), MAX_BACKOFF_S))
+
+    async def _run_parity(self) -> None:
+        assert self.code is not None and self.group is not None
+        parity_slot = self.code.k
+        worker = self.pool.pick(self.pool.parity)
+        if worker is None:
+            self.stats.groups_without_parity += 1
+            self.group.parity_failed(parity_slot)
+            return
+        self.stats.groups_coded += 1
+        t0 = time.perf_counter()
+        stacked = torch.from_numpy(np.stack([q.inputs for q in self.queries])[:, None])  # (k, 1, *S)
+        parity = self.code.encode(stacked)[0].numpy()  # (1, *S)
+        self.stats.encode_seconds += time.perf_counter() - t0
+        try:
+            out = await worker.infer(parity)  # (1, C)
+        except WorkerError as exc:
+            log.debug("parity: %s", exc)
+            self.stats.worker_errors += 1
+            self.group.parity_failed(parity_slot)
+            return
+        self._on_output(parity_slot, out[0])
+
+    def _on_output(self, slot: int, output: np.ndarray) -> None:
+        if self.group is None:
+            self.early[slot] = output
+            self._deliver([Delivery(slot, output, degraded=False)])
+            return
+        t0 = time.perf_counter()
+        deliveries = self.group.add_output(slot, output)
+        if any(d.degraded for d in deliveries):
+            self.stats.decode_seconds += time.perf_counter() - t0
+        self._deliver(deliveries)
+
+    def _deliver(self, deliveries: list[Delivery]) -> None:
+        for d in deliveries:
+            if self.queries[d.slot].answer(Answer(np.asarray(d.output, np.float32), degraded=d.degraded)):
+                self.stats.answered += 1
+                self.stats.degraded += int(d.degraded)
+
+    def _maybe_finish(self) -> None:
+        if self.finished or self.group is None or not all(q.future.done() for q in self.queries):
+            return
+        self.finished = True
+        for task in self.tasks:
+            task.cancel()  # stragglers and an unneeded parity request; late outputs are dropped
+        self.on_finished(self)

@@ -1,0 +1,97 @@
+"""A coding group as a pure state machine: no I/O, no event loop, no clock.
+
+Slots 0..k-1 hold data outputs, k..k+r-1 parity outputs. Each event (an output arrived) returns
+the answers it makes possible: the slot's own output, and, when exactly the erased outputs are
+missing and the code can rebuild them, the decoded ones flagged degraded. Late outputs for slots
+already answered are ignored. The idea follows clipper-parm's DecodingGroup, without its I/O.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+import numpy as np
+import torch
+
+from coders import Code, CodingError
+
+
+class Status(Enum):
+    WAIT = "wait"                    # nothing new can be answered yet
+    ALL_DATA = "all_data"            # every data slot is answered
+    UNRECOVERABLE = "unrecoverable"  # some data slot can be answered only by its own output
+
+
+@dataclass(frozen=True)
+class Delivery:
+    slot: int
+    output: np.ndarray  # (C,)
+    degraded: bool
+
+
+class Group:
+    """State of one group of ``n`` data slots (n == code.k when coded) and ``r`` parity slots.
+
+    ``code`` is None for an uncoded group (a partial group, or equal/none modes).
+    """
+
+    def __init__(self, n: int, code: Code | None = None) -> None:
+        if code is not None and n != code.k:
+            raise ValueError(f"a coded group needs exactly k={code.k} data slots, got {n}")
+        self.n = n
+        self.code = code
+        self.r = code.r if code is not None else 0
+        self.outputs: dict[int, np.ndarray] = {}   # slot -> (C,) output from a worker
+        self.answered: set[int] = set()             # data slots whose query has its answer
+        self.failed_parity: set[int] = set()
+
+    @property
+    def done(self) -> bool:
+        return len(self.answered) == self.n
+
+    def is_parity(self, slot: int) -> bool:
+        return self.n <= slot < self.n + self.r
+
+    def add_output(self, slot: int, output: np.ndarray) -> list[Delivery]:
+        """A worker's output for ``slot`` arrived; returns the answers it unlocks."""
+        if not 0 <= slot < self.n + self.r:
+            raise ValueError(f"slot {slot} outside 0..{self.n + self.r - 1}")
+        if slot in self.outputs or slot in self.answered:
+            return []  # a late or duplicate output: the slot is settled
+        self.outputs[slot] = output
+        out: list[Delivery] = []
+        if slot < self.n:
+            self.answered.add(slot)
+            out.append(Delivery(slot, output, degraded=False))
+        return out + self._try_decode()
+
+    def parity_failed(self, slot: int) -> None:
+        """The parity slot cannot produce an output (no parity worker, or it errored)."""
+        if self.is_parity(slot):
+            self.failed_parity.add(slot)
+
+    def status(self) -> Status:
+        if self.done:
+            return Status.ALL_DATA
+        if self.code is None or len(self.failed_parity) == self.r:
+            return Status.UNRECOVERABLE
+        return Status.WAIT
+
+    def _try_decode(self) -> list[Delivery]:
+        if self.code is None or self.done:
+            return []
+        missing = [i for i in range(self.n) if i not in self.answered]
+        parities = [s for s in range(self.n, self.n + self.r) if s in self.outputs]
+        if len(missing) > len(parities):
+            return []
+        available = {s: torch.from_numpy(np.asarray(v)[None]) for s, v in self.outputs.items()}  # (1, C) each
+        try:
+            decoded = self.code.decode(available)
+        except CodingError:
+            return []  # e.g. a code whose parities cannot rebuild this erasure pattern
+        out = []
+        for slot, value in decoded.items():
+            if slot not in self.answered:
+                self.answered.add(slot)
+                out.append(Delivery(slot, value[0].numpy(), degraded=True))
+        return out

@@ -1,0 +1,129 @@
+"""HTTP handlers: parse and validate requests, call the Service, format answers.
+
+POST /predict takes JSON {"inputs": [q1, ...], "deadline_ms": optional} or the same map in
+msgpack (``application/msgpack``; inputs may then also be a tensor map {dtype, shape, data}).
+Each query is a nested list of the model's input shape, or flat with as many numbers.
+The answer, in the request's format: {"outputs": [[...], ...], "degraded": [bool, ...],
+"default": [bool, ...]}. Non-finite inputs are refused: a NaN inside a coded group would spread
+through the parity query into the decoded answers of other clients' queries.
+"""
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import msgpack
+import numpy as np
+from aiohttp import web
+
+from frontend.errors import BadRequest, NotReady, PayloadTooLarge, ServingError, UnsupportedMediaType, error_body
+from frontend.query import Answer
+from frontend.service import Service
+from workers.protocol import ProtocolError, decode_tensor, encode_tensor
+
+SERVICE: web.AppKey[Service] = web.AppKey("service", Service)
+JSON_TYPES = ("application/json",)
+MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack", "application/vnd.msgpack")
+
+
+async def predict(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    body, use_msgpack = await _read_body(request)
+    shape = service.input_shape()
+    if shape is None:
+        raise NotReady("no healthy data worker yet: the model's input shape is unknown")
+    inputs = _parse_inputs(body, shape, service.cfg.max_queries_per_request)
+    deadline = _parse_deadline(body, request, service.cfg.max_deadline_ms)
+    answers = await service.submit(inputs, deadline)
+    return _respond(answers, use_msgpack)
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"live": True})
+
+
+async def ready(request: web.Request) -> web.Response:
+    state = request.app[SERVICE].readiness()
+    return web.json_response(state, status=200 if state["ready"] else 503)
+
+
+async def stats(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    return web.json_response({**service.stats.as_dict(), "pending": service.pending, "groups_open": len(service.runs)})
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Every error leaves as JSON {"error", "code"} with its status; never an HTML page."""
+    try:
+        return await handler(request)
+    except ServingError as exc:
+        headers = {"Retry-After": str(math.ceil(exc.details["retry_after"]))} if "retry_after" in exc.details else None
+        return web.json_response(error_body(exc), status=exc.status, headers=headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = exc.reason.lower().replace(" ", "_")
+        return web.json_response({"error": exc.text or exc.reason, "code": code}, status=exc.status,
+                                 headers={k: v for k, v in exc.headers.items() if k == "Allow"})
+
+
+async def _read_body(request: web.Request) -> tuple[dict[str, Any], bool]:
+    ctype = request.content_type
+    if ctype not in JSON_TYPES + MSGPACK_TYPES:
+        raise UnsupportedMediaType(f"content type {ctype!r} not supported; use application/json or application/msgpack")
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge as exc:
+        raise PayloadTooLarge(f"request body over the limit of {exc.max_size} bytes") from exc
+    use_msgpack = ctype in MSGPACK_TYPES
+    try:
+        body = msgpack.unpackb(raw, raw=False) if use_msgpack else json.loads(raw)
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+        raise BadRequest(f"malformed {'msgpack' if use_msgpack else 'JSON'} body: {exc}") from exc
+    if not isinstance(body, dict) or "inputs" not in body:
+        raise BadRequest('body must be a map with an "inputs" field: {"inputs": [query, ...]}')
+    return body, use_msgpack
+
+
+def _parse_inputs(body: dict[str, Any], shape: tuple[int, ...], max_queries: int) -> np.ndarray:
+    """-> (N, *shape) float32, C-contiguous; BadRequest naming the problem otherwise."""
+    raw = body["inputs"]
+    try:
+        arr = decode_tensor(raw).astype(np.float32) if isinstance(raw, dict) else np.asarray(raw, dtype=np.float32)
+    except (ValueError, TypeError, ProtocolError) as exc:
+        raise BadRequest(f'"inputs" is not a rectangular array of numbers: {exc}') from exc
+    if arr.ndim == 0 or arr.shape[0] == 0:
+        raise BadRequest('"inputs" must be a non-empty list of queries')
+    if arr.shape[0] > max_queries:
+        raise PayloadTooLarge(f"{arr.shape[0]} queries in one request; the limit is {max_queries}")
+    size = math.prod(shape)
+    if arr.shape[1:] != shape and arr.shape[1:] != (size,):
+        raise BadRequest(f"each query must have shape {list(shape)} (or {size} flat numbers), got {list(arr.shape[1:])}")
+    if not np.isfinite(arr).all():
+        raise BadRequest("inputs contain NaN or infinity")
+    return np.ascontiguousarray(arr.reshape(arr.shape[0], *shape))
+
+
+def _parse_deadline(body: dict[str, Any], request: web.Request, max_ms: float) -> float | None:
+    value = body.get("deadline_ms", request.query.get("deadline_ms"))
+    if value is None:
+        return None
+    try:
+        ms = float(value)
+    except (TypeError, ValueError):
+        raise BadRequest(f"deadline_ms must be a number, got {value!r}") from None
+    if not 0 < ms <= max_ms:
+        raise BadRequest(f"deadline_ms must be in (0, {max_ms:g}], got {ms:g}")
+    return ms
+
+
+def _respond(answers: list[Answer], use_msgpack: bool) -> web.Response:
+    outputs = np.stack([a.output for a in answers])  # (N, C)
+    degraded = [a.degraded for a in answers]
+    default = [a.default for a in answers]
+    if use_msgpack:
+        body = msgpack.packb({"outputs": encode_tensor(outputs), "degraded": degraded, "default": default})
+        return web.Response(body=body, content_type="application/msgpack")
+    return web.json_response({"outputs": outputs.tolist(), "degraded": degraded, "default": default})

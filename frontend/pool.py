@@ -1,0 +1,92 @@
+"""The set of data and parity workers: health, model agreement, and the choice of worker.
+
+Choice is least-loaded (fewest requests in flight) among healthy workers, ties broken
+round-robin, and a group's data queries avoid workers already holding another query of the same
+group, so one slow worker rarely costs a group two outputs (which one parity cannot rebuild).
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from frontend.config import FrontendConfig
+from frontend.worker_client import WorkerClient
+
+log = logging.getLogger(__name__)
+
+
+class WorkerPool:
+    def __init__(self, cfg: FrontendConfig) -> None:
+        self.cfg = cfg
+        opts = dict(connect_timeout_s=cfg.connect_timeout_s, health_interval_s=cfg.health_interval_s,
+                    health_timeout_s=cfg.health_timeout_s)
+        self.data = [WorkerClient(h, p, "data", **opts) for h, p in cfg.all_data_workers]
+        self.parity = [WorkerClient(h, p, "parity", **opts) for h, p in (cfg.parity if cfg.coded else ())]
+        self._rr = itertools.count()
+
+    @property
+    def all(self) -> list[WorkerClient]:
+        return self.data + self.parity
+
+    def start(self) -> None:
+        for w in self.all:
+            w.start()
+
+    async def close(self) -> None:
+        for w in self.all:
+            await w.close()
+
+    def pick(self, workers: list[WorkerClient], avoid: Iterable[WorkerClient] = ()) -> WorkerClient | None:
+        """Least-loaded healthy worker, preferring those not in ``avoid``; None if none is healthy."""
+        healthy = [w for w in workers if w.healthy]
+        if not healthy:
+            return None
+        avoid_set = set(avoid)
+        fresh = [w for w in healthy if w not in avoid_set] or healthy
+        start = next(self._rr) % len(fresh)  # rotate so equal loads spread round-robin
+        rotated = fresh[start:] + fresh[:start]
+        return min(rotated, key=lambda w: w.in_flight)
+
+    def input_shape(self) -> tuple[int, ...] | None:
+        """The data model's per-query input shape, once a healthy data worker has reported it."""
+        for w in self.data:
+            shape = w.info.get("input_shape")
+            if w.healthy and isinstance(shape, list):
+                return tuple(int(d) for d in shape)
+        return None
+
+    def check_agreement(self) -> None:
+        """Refuse workers whose model disagrees with the first data worker's (shape, identity),
+        and parity workers whose parity model was trained for another k, code or base model."""
+        ref = next((w.info for w in self.data if w.info and w.refused is None), None)
+        if ref is None:
+            return
+        for w in self.all:
+            if w.info and w.refused is None:
+                reason = self._mismatch(ref, w)
+                if reason:
+                    w.refused = reason
+                    log.error("refusing %s: %s", w.name, reason)
+
+    def _mismatch(self, ref: dict[str, Any], w: WorkerClient) -> str | None:
+        info = w.info
+        if info.get("input_shape") != ref.get("input_shape"):
+            return f"input shape {info.get('input_shape')} differs from the data model's {ref.get('input_shape')}"
+        if w.role == "data":
+            if info.get("model_id") != ref.get("model_id"):
+                return f"model {info.get('model_id')} differs from the other data workers' {ref.get('model_id')}"
+            return None
+        meta = info.get("meta") or {}
+        expected = {"k": self.cfg.k, "code": self.cfg.code, "base_id": ref.get("model_id")}
+        for key, want in expected.items():
+            if key in meta and meta[key] != want:
+                return f"parity model was trained for {key}={meta[key]!r}, this deployment has {want!r}"
+        return None
+
+    def summary(self) -> dict[str, Any]:
+        def one(w: WorkerClient) -> dict[str, Any]:
+            return {"address": f"{w.host}:{w.port}", "connected": w.connected, "healthy": w.healthy,
+                    "in_flight": w.in_flight, "refused": w.refused, "model": w.info.get("name")}
+        return {"data": [one(w) for w in self.data], "parity": [one(w) for w in self.parity]}

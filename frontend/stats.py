@@ -1,0 +1,26 @@
+"""Counters of the serving path (queries, degraded answers, deadline misses, coding time),
+read by /stats and the benchmarks. Plain integers and floats: updating them never blocks."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass
+class Stats:
+    queries: int = 0
+    answered: int = 0
+    degraded: int = 0
+    defaulted: int = 0
+    deadline_exceeded: int = 0
+    rejected_overload: int = 0
+    worker_errors: int = 0
+    retries: int = 0
+    groups: int = 0
+    groups_coded: int = 0
+    groups_partial: int = 0            # closed by the group timeout before k queries arrived
+    groups_without_parity: int = 0     # full, but no healthy parity worker
+    encode_seconds: float = 0.0
+    decode_seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)

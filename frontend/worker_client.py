@@ -1,0 +1,187 @@
+"""One persistent, multiplexed TCP connection from the frontend to one worker.
+
+Requests carry ids; a reader task resolves each request's future from the reply with the same
+id. When the connection drops, every in-flight request fails at once with WorkerUnavailable and
+the client reconnects with exponential backoff. A periodic probe runs a real inference (not only
+a ping), so a worker that answers pings but not traffic is reported unhealthy.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from typing import Any
+
+import numpy as np
+
+from frontend.errors import WorkerFailed, WorkerUnavailable
+from workers.protocol import DEFAULT_MAX_FRAME, FrameDecoder, ProtocolError, decode_tensor, encode_tensor, pack
+
+log = logging.getLogger(__name__)
+READ_CHUNK = 256 * 1024
+
+
+class WorkerClient:
+    def __init__(self, host: str, port: int, role: str = "data", *, max_frame: int = DEFAULT_MAX_FRAME,
+                 connect_timeout_s: float = 2.0, health_interval_s: float = 1.0, health_timeout_s: float = 1.0,
+                 max_backoff_s: float = 2.0) -> None:
+        self.host, self.port, self.role = host, port, role
+        self.max_frame = max_frame
+        self.connect_timeout_s = connect_timeout_s
+        self.health_interval_s = health_interval_s
+        self.health_timeout_s = health_timeout_s
+        self.max_backoff_s = max_backoff_s
+        self.info: dict[str, Any] = {}        # the worker's pong info: model, input_shape, ...
+        self.in_flight = 0                      # requests sent and not yet answered (load balancing)
+        self.probe_ok = False                   # the last real-inference probe answered in time
+        self.refused: str | None = None         # set by the pool when this worker must not be used
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._writer: asyncio.StreamWriter | None = None
+        self._connected = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
+
+    @property
+    def name(self) -> str:
+        return f"{self.role}@{self.host}:{self.port}"
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    @property
+    def healthy(self) -> bool:
+        return self.connected and self.probe_ok and self.refused is None
+
+    def start(self) -> None:
+        self._spawn(self._connection_loop())
+        self._spawn(self._probe_loop())
+
+    async def close(self) -> None:
+        self._closing = True
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._drop_connection(WorkerUnavailable(f"{self.name}: client closed"))
+
+    async def wait_connected(self, timeout: float) -> bool:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._connected.wait(), timeout)
+        return self.connected
+
+    # -- requests -------------------------------------------------------------------------
+
+    async def infer(self, inputs: np.ndarray) -> np.ndarray:
+        """inputs (B, *S) float32 -> outputs (B, C). Raises WorkerUnavailable / WorkerFailed."""
+        reply = await self.request({"type": "infer", "inputs": encode_tensor(inputs)})
+        try:
+            return decode_tensor(reply.get("outputs"))
+        except ProtocolError as exc:
+            raise WorkerFailed(f"{self.name}: bad outputs in reply: {exc}") from exc
+
+    async def ping(self) -> dict[str, Any]:
+        reply = await self.request({"type": "ping"})
+        info = reply.get("info")
+        return info if isinstance(info, dict) else {}
+
+    async def set_fault(self, spec: str) -> None:
+        await self.request({"type": "fault", "spec": spec})
+
+    async def request(self, message: dict[str, Any]) -> dict[str, Any]:
+        writer = self._writer
+        if writer is None or not self.connected:
+            raise WorkerUnavailable(f"{self.name}: not connected")
+        rid = next(self._ids)
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[rid] = fut
+        self.in_flight += 1
+        try:
+            try:
+                writer.write(pack({**message, "id": rid}, self.max_frame))
+                await writer.drain()  # backpressure: never buffer without bound towards a slow worker
+            except OSError as exc:
+                raise WorkerUnavailable(f"{self.name}: send failed: {exc}") from exc
+            reply = await fut
+        finally:
+            self.in_flight -= 1
+            self._pending.pop(rid, None)  # also on cancellation: nothing left behind
+        if reply.get("type") == "error":
+            raise WorkerFailed(f"{self.name}: {reply.get('message', 'error')}")
+        return reply
+
+    # -- connection management ------------------------------------------------------------
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _connection_loop(self) -> None:
+        backoff = 0.05
+        while not self._closing:
+            try:
+                reader, writer = await asyncio.wait_for(
+                    asyncio.open_connection(self.host, self.port, limit=READ_CHUNK), self.connect_timeout_s)
+            except (OSError, asyncio.TimeoutError) as exc:
+                log.debug("%s: connect failed: %s", self.name, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.max_backoff_s)
+                continue
+            backoff = 0.05
+            self._writer = writer
+            self._connected.set()
+            log.info("%s: connected", self.name)
+            try:
+                await self._read_loop(reader)
+            finally:
+                self._drop_connection(WorkerUnavailable(f"{self.name}: connection lost"))
+            if not self._closing:
+                log.warning("%s: connection lost; reconnecting", self.name)
+
+    async def _read_loop(self, reader: asyncio.StreamReader) -> None:
+        decoder = FrameDecoder(self.max_frame)
+        try:
+            while data := await reader.read(READ_CHUNK):
+                for msg in decoder.feed(data):
+                    fut = self._pending.get(msg["id"])
+                    if fut is not None and not fut.done():
+                        fut.set_result(msg)
+        except (OSError, ProtocolError) as exc:  # reset by peer, or a peer speaking garbage
+            log.warning("%s: %s", self.name, exc)
+
+    def _drop_connection(self, exc: Exception) -> None:
+        self._connected.clear()
+        self.probe_ok = False
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.close()
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(exc)
+        self._pending.clear()
+
+    async def _probe_loop(self) -> None:
+        """Ping for the model's info, then a real inference of zeros each interval."""
+        while not self._closing:
+            await self._connected.wait()
+            self.probe_ok = await self._probe()
+            await asyncio.sleep(self.health_interval_s)
+
+    async def _probe(self) -> bool:
+        try:
+            return await asyncio.wait_for(self._probe_once(), self.health_timeout_s)
+        except (asyncio.TimeoutError, OSError) as exc:
+            log.debug("%s: probe timed out or failed: %r", self.name, exc)
+        except (WorkerUnavailable, WorkerFailed) as exc:
+            log.debug("%s: probe failed: %s", self.name, exc)
+        return False
+
+    async def _probe_once(self) -> bool:
+        self.info = await self.ping()
+        shape = self.info.get("input_shape")
+        if not isinstance(shape, list):
+            return False
+        await self.infer(np.zeros([1, *shape], np.float32))
+        return True

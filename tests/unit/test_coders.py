@@ -1,0 +1,98 @@
+"""Coders: exact round trip on a linear model, tiling geometry pixel by pixel, bad input."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from coders import CODES, CodingError, ConcatCode, SumCode, make_code
+from coders.concat import grid_for
+
+
+def linear_model(in_features: int, classes: int = 10, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(classes, in_features, generator=g), torch.randn(classes, generator=g)
+
+
+@pytest.mark.parametrize("k", [2, 3, 4, 8])
+@pytest.mark.parametrize("name", sorted(CODES))
+def test_subtraction_decode_is_exact_for_a_linear_model(name: str, k: int) -> None:
+    code = make_code(name, k)
+    x = torch.rand(k, 5, 1, 28, 28, dtype=torch.float64)  # (k, B, C, H, W)
+    w, b = linear_model(784)
+    w, b = w.double(), b.double()
+    f = lambda t: t.flatten(1) @ w.T + b  # noqa: E731  (B, 784) -> (B, 10)
+    outs = torch.stack([f(x[i]) for i in range(k)])  # (k, B, 10)
+    if name == "sum":  # the sum code's ideal parity model is F with k times the bias
+        parity_out = code.encode(x)[0].flatten(1) @ w.T + k * b
+    else:  # for concat, the ideal parity model is defined by its target
+        parity_out = code.target(outs)[0]
+    assert torch.allclose(code.target(outs)[0], parity_out, atol=1e-9)
+    for missing in range(k):
+        available = {j: outs[j] for j in range(k) if j != missing} | {k: parity_out}
+        decoded = code.decode(available)
+        assert list(decoded) == [missing]
+        assert torch.allclose(decoded[missing], outs[missing], atol=1e-9)
+        assert torch.allclose(code.decode_batch(outs, parity_out, missing), outs[missing], atol=1e-9)
+
+
+def test_sum_encode_is_the_sum() -> None:
+    x = torch.rand(3, 2, 7)
+    assert torch.equal(SumCode(3).encode(x)[0], x[0] + x[1] + x[2])
+
+
+def test_decode_refuses_two_erasures_or_missing_parity() -> None:
+    code = SumCode(3)
+    out = torch.zeros(1, 10)
+    with pytest.raises(CodingError, match="missing data slots"):
+        code.decode({0: out, 3: out})
+    with pytest.raises(CodingError, match="parity missing"):
+        code.decode({0: out, 1: out})
+    assert code.decode({0: out, 1: out, 2: out}) == {}
+
+
+def test_concat_k2_side_by_side_pixel_by_pixel() -> None:
+    x = torch.arange(2 * 1 * 1 * 4 * 4, dtype=torch.float32).reshape(2, 1, 1, 4, 4)
+    p = ConcatCode(2).encode(x)[0, 0, 0]  # (4, 4)
+    for i in range(2):
+        img = x[i, 0, 0]
+        for row in range(4):
+            for col in range(2):  # each output pixel averages two horizontal neighbours
+                want = (img[row, 2 * col] + img[row, 2 * col + 1]) / 2
+                assert p[row, 2 * i + col] == want
+
+
+def test_concat_k4_quadrants_pixel_by_pixel() -> None:
+    x = torch.rand(4, 2, 3, 8, 8)  # (k, B, C, H, W): colour images too
+    p = ConcatCode(4).encode(x)[0]  # (B, C, 8, 8)
+    for i, (r0, c0) in enumerate([(0, 0), (0, 4), (4, 0), (4, 4)]):
+        for row in range(4):
+            for col in range(4):
+                want = x[i, :, :, 2 * row:2 * row + 2, 2 * col:2 * col + 2].mean(dim=(-1, -2))
+                assert torch.allclose(p[:, :, r0 + row, c0 + col], want)
+
+
+def test_concat_k3_uses_three_quadrants_and_leaves_the_fourth_black() -> None:
+    x = torch.ones(3, 1, 28, 28)  # (k, B, H, W): no channel axis
+    p = ConcatCode(3).encode(x)[0, 0]
+    assert p.shape == (28, 28)
+    assert torch.equal(p[:14, :], torch.ones(14, 28)) and torch.equal(p[14:, :14], torch.ones(14, 14))
+    assert torch.equal(p[14:, 14:], torch.zeros(14, 14))
+
+
+def test_grid_and_odd_sizes() -> None:
+    assert [grid_for(k) for k in (2, 3, 4, 5, 9)] == [(1, 2), (2, 2), (2, 2), (2, 3), (3, 3)]
+    tiles = ConcatCode(3).tiles(29, 31)
+    assert tiles[0] == (0, 14, 0, 16) and tiles[2] == (14, 29, 0, 16)  # tiles cover odd sizes exactly
+
+
+def test_bad_settings_and_shapes_are_refused() -> None:
+    with pytest.raises(CodingError, match="unknown code"):
+        make_code("xor", 2)
+    with pytest.raises(CodingError, match="k must be"):
+        SumCode(0)
+    with pytest.raises(CodingError, match="r=1 only"):
+        SumCode(2, r=2)
+    with pytest.raises(CodingError, match="image queries"):
+        ConcatCode(2).check_input_shape((784,))
+    with pytest.raises(CodingError, match="shape"):
+        ConcatCode(2).encode(torch.rand(3, 1, 28, 28))
