@@ -71,3 +71,27 @@ def build_model(ckpt: dict[str, Any], device: str | torch.device = "cpu") -> nn.
     model = build(ckpt["arch"], ckpt["arch_args"])
     model.load_state_dict(ckpt["state_dict"])
     return model.to(device).eval()
+
+
+def check_pair(base_ckpt: dict[str, Any], parity_ckpt: dict[str, Any], k: int, code: str) -> None:
+    """Raise CheckpointError unless ``parity_ckpt`` was trained for ``base_ckpt`` with this k and code.
+
+    The frontend calls this before serving, so a parity model never decodes against the wrong base model.
+    """
+    if base_ckpt.get("kind") != "base" or parity_ckpt.get("kind") != "parity":
+        raise CheckpointError(f"expected a base and a parity checkpoint, got kinds "
+                              f"{base_ckpt.get('kind')!r} and {parity_ckpt.get('kind')!r}")
+    meta = parity_ckpt.get("meta", {})
+    problems = []
+    if meta.get("k") != k:
+        problems.append(f"it was trained for k={meta.get('k')}, not k={k}")
+    if meta.get("code") != code:
+        problems.append(f"it was trained for code {meta.get('code')!r}, not {code!r}")
+    if meta.get("base_id") != model_id(base_ckpt):
+        problems.append(f"it was trained for base model {meta.get('base_id')}, not {model_id(base_ckpt)}")
+    if list(parity_ckpt["input_shape"]) != list(base_ckpt["input_shape"]):
+        problems.append(f"input shape {parity_ckpt['input_shape']} differs from the base's {base_ckpt['input_shape']}")
+    if parity_ckpt["num_classes"] != base_ckpt["num_classes"]:
+        problems.append(f"{parity_ckpt['num_classes']} outputs, the base has {base_ckpt['num_classes']}")
+    if problems:
+        raise CheckpointError("parity model does not match: " + "; ".join(problems))

@@ -14,13 +14,25 @@ import torch
 from torch import nn
 
 
-class Normalize(nn.Module):
-    """(x - mean) / std with scalar statistics, stored as buffers so they travel with the weights."""
+Stats = float | Sequence[float]
 
-    def __init__(self, mean: float = 0.0, std: float = 1.0) -> None:
+
+class Normalize(nn.Module):
+    """(x - mean) / std, stored as buffers so they travel with the weights.
+
+    Scalar statistics, or one per channel (a list) for (B, C, H, W) inputs.
+    """
+
+    def __init__(self, mean: Stats = 0.0, std: Stats = 1.0) -> None:
         super().__init__()
-        self.register_buffer("mean", torch.tensor(float(mean)))
-        self.register_buffer("std", torch.tensor(float(std)))
+        self.register_buffer("mean", self._shape(mean))
+        self.register_buffer("std", self._shape(std))
+
+    @staticmethod
+    def _shape(v: Stats) -> torch.Tensor:
+        if isinstance(v, (int, float)):
+            return torch.tensor(float(v))
+        return torch.tensor([float(x) for x in v]).view(-1, 1, 1)  # (C, 1, 1) broadcasts over (B, C, H, W)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
@@ -42,7 +54,7 @@ class MLP(nn.Module):
     """ParM's base-mlp: flatten -> 200 -> 100 -> classes with ReLU."""
 
     def __init__(self, input_shape: Sequence[int], num_classes: int = 10, hidden: Sequence[int] = (200, 100),
-                 mean: float = 0.0, std: float = 1.0) -> None:
+                 mean: Stats = 0.0, std: Stats = 1.0) -> None:
         super().__init__()
         layers: list[nn.Module] = [Normalize(mean, std), nn.Flatten()]
         width = math.prod(input_shape)
@@ -56,7 +68,66 @@ class MLP(nn.Module):
         return self.net(x)
 
 
-ARCHS: dict[str, Callable[..., nn.Module]] = {"linear": Linear, "mlp": MLP}
+class LeNet5(nn.Module):
+    """LeNet-5 (ReLU, max-pooling): conv5x5(6) -> pool -> conv5x5(16) -> pool -> 120 -> 84 -> classes.
+
+    The first convolution pads by 2 so 28x28 and 32x32 inputs both work.
+    """
+
+    def __init__(self, input_shape: Sequence[int], num_classes: int = 10, mean: Stats = 0.0,
+                 std: Stats = 1.0) -> None:
+        super().__init__()
+        c, h, w = input_shape
+        flat = 16 * ((h // 2 - 4) // 2) * ((w // 2 - 4) // 2)  # (B, 16, h', w') after the second pool
+        self.net = nn.Sequential(
+            Normalize(mean, std),
+            nn.Conv2d(c, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),  # (B, 6, H/2, W/2)
+            nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2),  # (B, 16, (H/2-4)/2, (W/2-4)/2)
+            nn.Flatten(), nn.Linear(flat, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions with batch norm and an identity (or 1x1-projected) shortcut."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class ResNet18(nn.Module):
+    """CIFAR-style ResNet-18: a 3x3 stem without max-pooling, four stages of two BasicBlocks."""
+
+    def __init__(self, input_shape: Sequence[int], num_classes: int = 10, mean: Stats = 0.0,
+                 std: Stats = 1.0, width: int = 64) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [Normalize(mean, std), nn.Conv2d(input_shape[0], width, 3, 1, 1, bias=False),
+                                   nn.BatchNorm2d(width), nn.ReLU()]
+        cin = width
+        for i, stride in enumerate((1, 2, 2, 2)):
+            cout = width * 2 ** i
+            layers += [BasicBlock(cin, cout, stride), BasicBlock(cout, cout, 1)]
+            cin = cout
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, num_classes)]  # (B, 8*width) -> (B, C)
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+ARCHS: dict[str, Callable[..., nn.Module]] = {"linear": Linear, "mlp": MLP, "lenet5": LeNet5, "resnet18": ResNet18}
 
 
 def build(arch: str, args: dict[str, Any]) -> nn.Module:

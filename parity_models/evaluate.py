@@ -1,0 +1,97 @@
+"""Degraded-mode evaluation: group queries into k-tuples, encode them with the coders/ code, run the
+parity model, decode each position as if it were missing, and score against labels and base outputs.
+
+Used per epoch by train.py (validation) and by ``parm eval`` (test set).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from coders import Code, make_code
+from parity_models import checkpoint
+from parity_models.data import load_dataset
+from parity_models.device import predict, resolve_device
+
+EVAL_SEED = 1234  # fixed, so every evaluation of a test set uses the same coding groups
+METRICS = ("base_top1", "base_top5", "degraded_top1", "degraded_top5", "recon_top1", "recon_top5")
+
+
+def make_groups(n: int, k: int, seed: int = EVAL_SEED) -> torch.Tensor:
+    """Shuffle indices 0..n-1 and cut them into coding groups: (n // k, k); the remainder is left out."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return perm[: n // k * k].view(-1, k)
+
+
+@torch.no_grad()
+def parity_outputs(parity: nn.Module, code: Code, x: torch.Tensor, groups: torch.Tensor,
+                   batch_size: int = 2048) -> torch.Tensor:
+    """Parity model outputs for each group: x (N, *S), groups (G, k) -> (G, C)."""
+    device = next(parity.parameters()).device
+    was_training = parity.training
+    parity.eval()
+    outs = []
+    for i in range(0, len(groups), batch_size):
+        idx = groups[i:i + batch_size].T.to(x.device)  # (k, b)
+        encoded = code.encode(x[idx].to(device))[0]  # (k, b, *S) -> (b, *S)
+        outs.append(parity(encoded))
+    parity.train(was_training)
+    return torch.cat(outs)
+
+
+def _in_topk(scores: torch.Tensor, target: torch.Tensor, k: int) -> torch.Tensor:
+    """Fraction of rows whose ``target`` is among the top-k of ``scores`` (B, C)."""
+    k = min(k, scores.shape[1])
+    return (scores.topk(k, dim=1).indices == target[:, None]).any(dim=1).float().mean()
+
+
+def degraded_metrics(base_out: torch.Tensor, parity_out: torch.Tensor, groups: torch.Tensor,
+                     labels: torch.Tensor, code: Code) -> dict[str, float]:
+    """Percent accuracies averaged over every group and every position of the missing query.
+
+    base_out (N, C): base model outputs for all N queries; parity_out (G, C); groups (G, k).
+    """
+    idx = groups.T.to(base_out.device)  # (k, G)
+    data_out, y = base_out[idx], labels.to(base_out.device)[idx]  # (k, G, C), (k, G)
+    sums = dict.fromkeys(METRICS, 0.0)
+    for i in range(code.k):
+        decoded = code.decode_batch(data_out, parity_out, i)  # (G, C): F(X_i) as the frontend would see it
+        base_pred = data_out[i].argmax(dim=1)
+        for name, scores, target in (("base", data_out[i], y[i]), ("degraded", decoded, y[i]),
+                                     ("recon", decoded, base_pred)):
+            sums[f"{name}_top1"] += float(_in_topk(scores, target, 1))
+            sums[f"{name}_top5"] += float(_in_topk(scores, target, 5))
+    return {name: 100.0 * total / code.k for name, total in sums.items()}
+
+
+def evaluate(base_ckpt: dict[str, Any] | str | Path, parity_ckpt: dict[str, Any] | str | Path, *,
+             data_dir: str | Path | None = None, device: str = "auto", split: str = "test",
+             seed: int = EVAL_SEED) -> dict[str, Any]:
+    """Score a base/parity pair on a split ("test" or "val"); returns settings and METRICS (percent)."""
+    base_ckpt = checkpoint.load(base_ckpt) if isinstance(base_ckpt, (str, Path)) else base_ckpt
+    parity_ckpt = checkpoint.load(parity_ckpt) if isinstance(parity_ckpt, (str, Path)) else parity_ckpt
+    k, code_name = parity_ckpt["meta"]["k"], parity_ckpt["meta"]["code"]
+    checkpoint.check_pair(base_ckpt, parity_ckpt, k, code_name)
+    dev = resolve_device(device)
+    data = load_dataset(base_ckpt["meta"]["dataset"], data_dir)
+    x, y = (data.test_x, data.test_y) if split == "test" else (data.val_x, data.val_y)
+    code = make_code(code_name, k)
+    groups = make_groups(len(x), k, seed)
+    base_out = predict(checkpoint.build_model(base_ckpt, dev), x)
+    parity_out = parity_outputs(checkpoint.build_model(parity_ckpt, dev), code, x, groups)
+    metrics = degraded_metrics(base_out, parity_out, groups, y, code)
+    return {"dataset": data.name, "split": split, "k": k, "code": code_name, "base_arch": base_ckpt["arch"],
+            "parity_arch": parity_ckpt["arch"], "groups": len(groups), "seed": seed, **metrics}
+
+
+def format_table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
+    """A plain-text table of ``rows`` (floats with two decimals) for terminals and logs."""
+    cells = [[f"{r.get(c):.2f}" if isinstance(r.get(c), float) else str(r.get(c, "")) for c in columns]
+             for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(columns, widths))]
+    lines += ["  ".join(v.rjust(w) for v, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines)

@@ -1,0 +1,193 @@
+"""Parity-model training: sample k-tuples of training images, encode them with the coders/ code and
+regress the parity model's output onto code.target(base outputs), validating degraded accuracy per epoch.
+
+Data flow: base checkpoint + Dataset -> precomputed base outputs -> training loop -> parity checkpoints
+(``out`` = best by validation degraded top-1, ``<stem>.last<suffix>`` = last, with optimizer state).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from coders import Code, make_code
+from parity_models import checkpoint
+from parity_models.data import Dataset, load_dataset
+from parity_models.device import predict, resolve_device
+from parity_models.evaluate import degraded_metrics, make_groups, parity_outputs
+from parity_models.models import build
+
+DEFAULT_EPOCHS = 30  # used when neither --epochs nor --time-budget is given
+
+
+@dataclass
+class ParityConfig:
+    base: str
+    k: int
+    code: str
+    out: str
+    arch: str = "same"  # same | mlp | lenet5 | resnet18
+    epochs: int | None = None
+    time_budget: float | None = None  # seconds of training loop (setup excluded), over all resumes
+    loss: str = "mse"  # mse: ParM's regression onto the summed outputs; kl: match decoded softmaxes
+    resume: str | None = None
+    device: str = "auto"
+    seed: int = 0
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    data_dir: str | None = None
+    progress: bool = True
+
+
+def last_path(out: str | Path) -> Path:
+    """Where the last (resumable) checkpoint goes: parity.pt -> parity.last.pt."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}.last{out.suffix}")
+
+
+def sample_tuples(n: int, k: int, seed: int) -> torch.Tensor:
+    """One epoch of k-tuples: k independent permutations side by side, so every image appears once
+    at every position: (n, k) indices."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.stack([torch.randperm(n, generator=gen) for _ in range(k)], dim=1)
+
+
+@torch.no_grad()
+def encoded_stats(code: Code, x: torch.Tensor, per_channel: bool, n: int = 8192, seed: int = 0) -> tuple[Any, Any]:
+    """Mean/std of encoded queries (a sum of k images lies in [0, k]), for the parity model's Normalize."""
+    idx = sample_tuples(len(x), code.k, seed)[:n].T.to(x.device)  # (k, n)
+    enc = code.encode(x[idx])[0]  # (n, *S)
+    if per_channel:
+        flat = enc.transpose(0, 1).flatten(1)  # (C, n * H * W)
+        return flat.mean(1).tolist(), flat.std(1).tolist()
+    return float(enc.mean()), float(enc.std())
+
+
+def parity_arch(base_ckpt: dict[str, Any], arch: str, stats: tuple[Any, Any]) -> tuple[str, dict[str, Any]]:
+    """(arch, args) of the parity model: the base's own architecture ('same') or a named one."""
+    if arch == "same":
+        name, args = base_ckpt["arch"], dict(base_ckpt["arch_args"])
+    else:
+        name, args = arch, {"input_shape": base_ckpt["input_shape"], "num_classes": base_ckpt["num_classes"]}
+    if name != "linear":  # every other architecture starts with a Normalize layer
+        args["mean"], args["std"] = stats
+    return name, args
+
+
+def parity_loss(kind: str, out: torch.Tensor, data_out: torch.Tensor, code: Code) -> torch.Tensor:
+    """out (B, C) parity outputs; data_out (k, B, C) base outputs of the tuple's queries."""
+    if kind == "mse":
+        return F.mse_loss(out, code.target(data_out)[0])
+    # kl: the decoded output for each missing position should have the base model's softmax
+    losses = [F.kl_div(F.log_softmax(code.decode_batch(data_out, out, i), 1), F.log_softmax(data_out[i], 1),
+                       reduction="batchmean", log_target=True) for i in range(code.k)]
+    return torch.stack(losses).mean()
+
+
+def cosine_lr(base_lr: float, progress: float) -> float:
+    """Cosine decay from base_lr to 0 as training progress goes from 0 to 1."""
+    return base_lr * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def train_parity(cfg: ParityConfig, data: Dataset | None = None) -> dict[str, Any]:
+    """Train a parity model for the base checkpoint ``cfg.base``; returns the best checkpoint."""
+    if cfg.loss not in ("mse", "kl"):
+        raise ValueError(f"unknown loss {cfg.loss!r}; known: mse, kl")
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    base_ckpt = checkpoint.load(cfg.base)
+    data = data or load_dataset(base_ckpt["meta"]["dataset"], cfg.data_dir)
+    code = make_code(cfg.code, cfg.k)
+    code.check_input_shape(tuple(data.input_shape))
+    epochs = cfg.epochs or (10**9 if cfg.time_budget else DEFAULT_EPOCHS)
+
+    # Base outputs never change during training: compute them once for every image.
+    base = checkpoint.build_model(base_ckpt, device)
+    train_x, val_x = data.train_x.to(device), data.val_x.to(device)  # (N, *S), (V, *S)
+    train_out, val_out = predict(base, train_x), predict(base, val_x)  # (N, C), (V, C)
+    val_groups = make_groups(len(val_x), cfg.k)  # (V // k, k), the same groups every epoch
+    steps_per_epoch = math.ceil(len(train_x) / cfg.batch_size)
+
+    resumed = _load_resume(cfg, base_ckpt) if cfg.resume else None
+    if resumed:
+        arch, arch_args = resumed["arch"], resumed["arch_args"]
+    else:
+        per_channel = isinstance(base_ckpt["arch_args"].get("mean"), list)
+        arch, arch_args = parity_arch(base_ckpt, cfg.arch, encoded_stats(code, train_x, per_channel, seed=cfg.seed))
+    model = build(arch, arch_args).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    meta = {"k": cfg.k, "code": cfg.code, "base_id": checkpoint.model_id(base_ckpt), "dataset": data.name,
+            "loss": cfg.loss, "seed": cfg.seed, "normalization": {"mean": arch_args.get("mean"),
+                                                                   "std": arch_args.get("std")}}
+    state = {"epoch": 0, "step": 0, "elapsed": 0.0, "best": -1.0, "history": []}
+    if resumed:
+        model.load_state_dict(resumed["state_dict"])
+        opt.load_state_dict(resumed["train_state"]["optimizer"])
+        state = {key: resumed["train_state"][key] for key in state}
+    best_ckpt: dict[str, Any] | None = None
+
+    t0 = time.perf_counter() - state["elapsed"]
+    for epoch in range(state["epoch"], epochs):
+        tuples = sample_tuples(len(train_x), cfg.k, cfg.seed * 100_003 + epoch).to(device)  # (N, k)
+        model.train()
+        total, count, out_of_time = 0.0, 0, False
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}", disable=not cfg.progress, leave=False)
+        for s in bar:
+            elapsed = time.perf_counter() - t0
+            progress = max(state["step"] / (epochs * steps_per_epoch),
+                           elapsed / cfg.time_budget if cfg.time_budget else 0.0)
+            if progress >= 1.0:
+                out_of_time = True
+                break
+            for group in opt.param_groups:
+                group["lr"] = cosine_lr(cfg.lr, progress)
+            idx = tuples[s * cfg.batch_size:(s + 1) * cfg.batch_size].T  # (k, B)
+            encoded = code.encode(train_x[idx])[0]  # (k, B, *S) -> (B, *S)
+            loss = parity_loss(cfg.loss, model(encoded), train_out[idx], code)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            state["step"] += 1
+            total, count = total + loss.item(), count + 1
+            if s % 50 == 0:
+                bar.set_postfix(loss=f"{total / count:.4f}")
+        if count == 0:
+            break
+
+        val = degraded_metrics(val_out, parity_outputs(model, code, val_x, val_groups), val_groups, data.val_y, code)
+        state.update(epoch=epoch + 1, elapsed=time.perf_counter() - t0)
+        record = {"epoch": epoch + 1, "train_loss": total / count, "elapsed_s": round(state["elapsed"], 2), **val}
+        state["history"].append(record)
+        tqdm.write(f"epoch {epoch + 1}: loss {record['train_loss']:.4f}  val degraded {val['degraded_top1']:.2f}  "
+                   f"recon {val['recon_top1']:.2f}  base {val['base_top1']:.2f}  ({state['elapsed']:.0f}s)")
+        ckpt = checkpoint.make_checkpoint(model, kind="parity", arch=arch, arch_args=arch_args,
+                                          input_shape=data.input_shape, num_classes=data.num_classes,
+                                          meta={**meta, "epochs": epoch + 1, "steps": state["step"],
+                                                "elapsed_s": state["elapsed"], "val": val})
+        if val["degraded_top1"] > state["best"]:
+            state["best"], best_ckpt = val["degraded_top1"], ckpt
+            checkpoint.save(ckpt, cfg.out)
+        train_state = {**state, "optimizer": opt.state_dict(), "config": asdict(cfg)}
+        checkpoint.save({**ckpt, "train_state": train_state}, last_path(cfg.out))
+        if out_of_time:
+            break
+    return best_ckpt or checkpoint.load(cfg.out)
+
+
+def _load_resume(cfg: ParityConfig, base_ckpt: dict[str, Any]) -> dict[str, Any]:
+    """The ``.last`` checkpoint to continue from, checked against this run's base model, k and code."""
+    ckpt = checkpoint.load(cfg.resume)
+    if "train_state" not in ckpt:
+        raise checkpoint.CheckpointError(f"{cfg.resume} has no training state; resume from the .last checkpoint")
+    meta = ckpt["meta"]
+    if (meta["k"], meta["code"]) != (cfg.k, cfg.code) or meta["base_id"] != checkpoint.model_id(base_ckpt):
+        raise checkpoint.CheckpointError(f"{cfg.resume} was trained for another base model, k or code")
+    return ckpt
