@@ -36,6 +36,7 @@ class FrontendConfig:
     deadline_ms: float = 1000.0
     max_deadline_ms: float = 60_000.0
     group_timeout_ms: float = 20.0
+    decode_grace_ms: float = 0.0   # 0: decode the moment it is possible (ParM); >0 trades latency for accuracy
     default_output: tuple[float, ...] | None = None
     max_pending: int = 4096
     max_queries_per_request: int = 1024
@@ -63,6 +64,8 @@ class FrontendConfig:
         for name in ("deadline_ms", "group_timeout_ms", "health_interval_s", "health_timeout_s", "connect_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.decode_grace_ms < 0:
+            raise ConfigError(f"decode_grace_ms must be >= 0, got {self.decode_grace_ms}")
         if self.deadline_ms > self.max_deadline_ms:
             raise ConfigError(f"deadline_ms {self.deadline_ms} exceeds max_deadline_ms {self.max_deadline_ms}")
         for name in ("max_pending", "max_queries_per_request", "max_body_bytes"):

@@ -31,7 +31,7 @@ MAX_BACKOFF_S = 0.1
 
 class GroupRun:
     def __init__(self, pool: WorkerPool, code: Code | None, stats: Stats, backoff_s: float,
-                 on_finished: Callable[[GroupRun], None]) -> None:
+                 on_finished: Callable[[GroupRun], None], decode_grace_s: float = 0.0) -> None:
         self.pool = pool
         self.code = code                      # None: uncoded modes
         self.stats = stats
@@ -43,6 +43,8 @@ class GroupRun:
         self.used: set[WorkerClient] = set()  # workers holding a query of this group
         self.tasks: set[asyncio.Task[Any]] = set()
         self.finished = False
+        self.decode_grace_s = decode_grace_s  # wait this long for the real output before decoding
+        self._decode_timer: asyncio.TimerHandle | None = None
 
     @property
     def closed(self) -> bool:
@@ -132,9 +134,19 @@ class GroupRun:
             self.early[slot] = output
             self._deliver([Delivery(slot, output, degraded=False)])
             return
+        self._deliver(self.group.add_output(slot, output, decode=False))
+        if self.group.can_decode() and self._decode_timer is None:
+            if self.decode_grace_s > 0:
+                loop = asyncio.get_running_loop()
+                self._decode_timer = loop.call_later(self.decode_grace_s, self._decode)
+            else:
+                self._decode()
+
+    def _decode(self) -> None:
+        assert self.group is not None
         t0 = time.perf_counter()
-        deliveries = self.group.add_output(slot, output)
-        if any(d.degraded for d in deliveries):
+        deliveries = self.group.decode_now()
+        if deliveries:
             self.stats.decode_seconds += time.perf_counter() - t0
         self._deliver(deliveries)
 
@@ -148,6 +160,8 @@ class GroupRun:
         if self.finished or self.group is None or not all(q.future.done() for q in self.queries):
             return
         self.finished = True
+        if self._decode_timer is not None:
+            self._decode_timer.cancel()
         for task in self.tasks:
             task.cancel()  # stragglers and an unneeded parity request; late outputs are dropped
         self.on_finished(self)

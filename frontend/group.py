@@ -52,8 +52,9 @@ class Group:
     def is_parity(self, slot: int) -> bool:
         return self.n <= slot < self.n + self.r
 
-    def add_output(self, slot: int, output: np.ndarray) -> list[Delivery]:
-        """A worker's output for ``slot`` arrived; returns the answers it unlocks."""
+    def add_output(self, slot: int, output: np.ndarray, decode: bool = True) -> list[Delivery]:
+        """A worker's output for ``slot`` arrived; returns the answers it unlocks (with
+        ``decode=False``, only the slot's own: the caller decodes later with ``decode_now``)."""
         if not 0 <= slot < self.n + self.r:
             raise ValueError(f"slot {slot} outside 0..{self.n + self.r - 1}")
         if slot in self.outputs or slot in self.answered:
@@ -63,7 +64,7 @@ class Group:
         if slot < self.n:
             self.answered.add(slot)
             out.append(Delivery(slot, output, degraded=False))
-        return out + self._try_decode()
+        return out + self.decode_now() if decode else out
 
     def parity_failed(self, slot: int) -> None:
         """The parity slot cannot produce an output (no parity worker, or it errored)."""
@@ -77,14 +78,20 @@ class Group:
             return Status.UNRECOVERABLE
         return Status.WAIT
 
-    def _try_decode(self) -> list[Delivery]:
+    def can_decode(self) -> bool:
+        """Some data slot is unanswered and enough outputs are in to try rebuilding it."""
         if self.code is None or self.done:
+            return False
+        missing = self.n - len(self.answered)
+        parities = sum(1 for s in range(self.n, self.n + self.r) if s in self.outputs)
+        return missing <= parities
+
+    def decode_now(self) -> list[Delivery]:
+        """Rebuild the unanswered data slots if the code can; their answers, flagged degraded."""
+        if not self.can_decode():
             return []
-        missing = [i for i in range(self.n) if i not in self.answered]
-        parities = [s for s in range(self.n, self.n + self.r) if s in self.outputs]
-        if len(missing) > len(parities):
-            return []
-        available = {s: torch.from_numpy(np.asarray(v)[None]) for s, v in self.outputs.items()}  # (1, C) each
+        assert self.code is not None
+        available = {s: torch.tensor(v)[None] for s, v in self.outputs.items()}  # (1, C) each
         try:
             decoded = self.code.decode(available)
         except CodingError:

@@ -76,7 +76,7 @@ async def _read_body(request: web.Request) -> tuple[dict[str, Any], bool]:
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge as exc:
-        raise PayloadTooLarge(f"request body over the limit of {exc.max_size} bytes") from exc
+        raise PayloadTooLarge(f"request body over the limit of {request.app[SERVICE].cfg.max_body_bytes} bytes") from exc
     use_msgpack = ctype in MSGPACK_TYPES
     try:
         body = msgpack.unpackb(raw, raw=False) if use_msgpack else json.loads(raw)

@@ -134,7 +134,8 @@ class Service:
             self.stats.deadline_exceeded += 1
 
     def _new_run(self) -> GroupRun:
-        run = GroupRun(self.pool, self.code, self.stats, self.cfg.retry_backoff_s, self._finished)
+        run = GroupRun(self.pool, self.code, self.stats, self.cfg.retry_backoff_s, self._finished,
+                       decode_grace_s=self.cfg.decode_grace_ms / 1000)
         self.runs.add(run)
         return run
 

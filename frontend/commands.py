@@ -1,0 +1,163 @@
+"""Subcommands of the frontend: ``parm serve`` (frontend only), ``parm up`` (local cluster:
+frontend plus worker processes) and ``parm fault`` (change a worker's fault at run time)."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+from typing import Any
+
+from aiohttp import web
+
+from frontend.app import create_app
+from frontend.cluster import LocalCluster, cluster_specs
+from frontend.config import FrontendConfig, parse_address, parse_addresses
+from frontend.errors import ConfigError
+
+
+def add_frontend_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--k", type=int, default=2, help="queries per coding group")
+    p.add_argument("--code", default="concat", help="erasure code: concat (images) or sum")
+    p.add_argument("--mode", default="coded", choices=["coded", "equal", "none"])
+    p.add_argument("--deadline-ms", type=float, default=1000.0, help="default per-request deadline")
+    p.add_argument("--group-timeout-ms", type=float, default=20.0,
+                   help="close a group with fewer than k queries after this long (served uncoded)")
+    p.add_argument("--default-output", default=None,
+                   help="comma-separated output given (flagged default) at the deadline instead of a 504")
+    p.add_argument("--max-pending", type=int, default=4096, help="admission limit; beyond it 503 + Retry-After")
+    p.add_argument("--health-interval-s", type=float, default=1.0)
+    p.add_argument("--drain-timeout-s", type=float, default=5.0, help="on SIGTERM, wait this long for in-flight queries")
+
+
+def config_from_args(args: argparse.Namespace, data: Any, parity: Any) -> FrontendConfig:
+    default = tuple(float(v) for v in args.default_output.split(",")) if args.default_output else None
+    return FrontendConfig(data=data, parity=parity, k=args.k, code=args.code, mode=args.mode, host=args.host,
+                          port=args.port, deadline_ms=args.deadline_ms, group_timeout_ms=args.group_timeout_ms,
+                          default_output=default, max_pending=args.max_pending,
+                          health_interval_s=args.health_interval_s)
+
+
+def register(subparsers: Any) -> None:
+    serve = subparsers.add_parser("serve", help="run the HTTP frontend against running workers")
+    add_frontend_arguments(serve)
+    serve.add_argument("--data", required=True, help="data workers HOST:PORT,...")
+    serve.add_argument("--parity", default="", help="parity workers HOST:PORT,... (coded mode)")
+    serve.set_defaults(func=run_serve)
+
+    up = subparsers.add_parser("up", help="start a local cluster: frontend + data and parity workers")
+    add_frontend_arguments(up)
+    up.add_argument("--model", default="builtin:linear", help="base model: checkpoint or builtin:NAME")
+    up.add_argument("--parity-model", default=None,
+                    help="parity model checkpoint (default for builtin:linear: its exact sum-code parity model)")
+    up.add_argument("--workers", type=int, default=2, help="number of data workers N (parity/extra: N/k)")
+    up.add_argument("--max-batch", type=int, default=32)
+    up.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    up.add_argument("--fault", action="append", default=[], metavar="INDEX=SPEC",
+                    help="fault for data worker INDEX at start, e.g. 0=stall (repeatable)")
+    up.set_defaults(func=run_up)
+
+    fault = subparsers.add_parser("fault", help="set a running worker's fault injection")
+    fault.add_argument("address", help="worker HOST:PORT")
+    fault.add_argument("spec", help="fault spec, e.g. stall, none, delay:ms=50")
+    fault.set_defaults(func=run_fault)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    try:
+        cfg = config_from_args(args, parse_addresses(args.data), parse_addresses(args.parity))
+    except ConfigError as exc:
+        raise SystemExit(f"parm serve: {exc}") from None
+    web.run_app(create_app(cfg, args.drain_timeout_s), host=cfg.host, port=cfg.port,
+                shutdown_timeout=args.drain_timeout_s + 1, print=lambda m: print(m, flush=True))
+    return 0
+
+
+def default_parity_model(model: str, k: int, code: str) -> str:
+    if model.startswith("builtin:linear") or model.startswith("builtin:sleep"):
+        if code != "sum":
+            raise ConfigError("the built-in linear model's exact parity model needs --code sum")
+        sep = "," if ":" in model[len("builtin:"):] else ":"
+        return f"{model}{sep}parity_k={k}"
+    raise ConfigError("--parity-model is required for a checkpoint base model (train one with parm train-parity)")
+
+
+def parse_faults(items: list[str], n: int) -> dict[int, str]:
+    faults: dict[int, str] = {}
+    for item in items:
+        index, sep, spec = item.partition("=")
+        if not sep or not index.isdigit() or not 0 <= int(index) < n:
+            raise ConfigError(f"--fault {item!r} is not INDEX=SPEC with INDEX in 0..{n - 1}")
+        faults[int(index)] = spec
+    return faults
+
+
+def run_up(args: argparse.Namespace) -> int:
+    try:
+        return asyncio.run(_up(args))
+    except ConfigError as exc:
+        raise SystemExit(f"parm up: {exc}") from None
+
+
+async def _up(args: argparse.Namespace) -> int:
+    n_extra = max(1, args.workers // args.k) if args.mode != "none" else 0
+    parity_model = args.parity_model or (default_parity_model(args.model, args.k, args.code)
+                                         if args.mode == "coded" else args.model)
+    faults = parse_faults(args.fault, args.workers)
+    specs = cluster_specs(args.workers, n_extra, args.mode, args.model, parity_model,
+                          max_batch=args.max_batch, device=args.device)
+    for index, spec in faults.items():
+        specs[index].fault = spec
+    cluster = LocalCluster(specs, host="127.0.0.1")
+    await cluster.start()
+    try:
+        cfg = config_from_args(args, cluster.addresses("data"), cluster.addresses("parity"))
+        runner = web.AppRunner(create_app(cfg, args.drain_timeout_s))
+        await runner.setup()
+        await web.TCPSite(runner, cfg.host, cfg.port).start()
+        print(f"parm up: frontend on http://{cfg.host}:{cfg.port} ({cfg.mode}, k={cfg.k}); "
+              f"data workers {_fmt(cluster.addresses('data'))}; "
+              f"{'parity' if cfg.mode == 'coded' else 'extra'} workers {_fmt(cluster.addresses('parity'))}", flush=True)
+        await _wait_for_signal()
+        print("parm up: shutting down", flush=True)
+        await runner.cleanup()
+    finally:
+        await cluster.stop()
+    return 0
+
+
+def _fmt(addresses: Any) -> str:
+    return ",".join(f"{h}:{p}" for h, p in addresses) or "-"
+
+
+async def _wait_for_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def run_fault(args: argparse.Namespace) -> int:
+    from frontend.worker_client import WorkerClient
+
+    async def send() -> None:
+        host, port = parse_address(args.address)
+        client = WorkerClient(host, port, "control")
+        client.start()
+        try:
+            if not await client.wait_connected(5.0):
+                raise SystemExit(f"parm fault: cannot connect to {args.address}")
+            await client.set_fault(args.spec)
+        finally:
+            with contextlib.suppress(Exception):
+                await client.close()
+    asyncio.run(send())
+    print(f"{args.address}: fault set to {args.spec!r}")
+    return 0

@@ -1,0 +1,173 @@
+"""The frontend through aiohttp's test client against in-process workers on real sockets."""
+from __future__ import annotations
+
+import asyncio
+
+import msgpack
+import numpy as np
+import pytest
+
+from frontend.config import FrontendConfig
+from workers.model import load_model
+from workers.protocol import decode_tensor, encode_tensor
+from tests.conftest import eventually, frontend, service_of, worker_servers
+
+LINEAR = load_model("builtin:linear")
+PARITY = "builtin:linear:parity_k=2"
+RNG = np.random.default_rng(0)
+
+
+def images(n: int) -> np.ndarray:
+    return RNG.random((n, 1, 28, 28), dtype=np.float32)
+
+
+def cfg(data, parity=(), **kw) -> FrontendConfig:
+    base = dict(k=2, code="sum", mode="coded" if parity else "none", deadline_ms=2000, health_interval_s=5.0)
+    return FrontendConfig(data=data, parity=parity, **(base | kw))
+
+
+async def test_all_healthy_answers_every_query_exactly(addr) -> None:
+    async with worker_servers(["builtin:linear"] * 2 + [PARITY]) as ws, frontend(cfg(addr(ws[:2]), addr(ws[2:]))) as c:
+        ws[2].faults.set("delay:ms=300")  # the parity output must lose every race: no decode at all
+        x = images(6)
+        resp = await c.post("/predict", json={"inputs": x.tolist()})
+        assert resp.status == 200, await resp.text()
+        body = await resp.json()
+        assert body["degraded"] == [False] * 6 and body["default"] == [False] * 6
+        np.testing.assert_allclose(np.array(body["outputs"]), LINEAR.predict(x), rtol=1e-5, atol=1e-5)
+
+
+async def test_straggler_is_decoded_from_parity_and_flagged_degraded(addr) -> None:
+    async with worker_servers(["builtin:linear"] * 2 + [PARITY]) as ws, frontend(cfg(addr(ws[:2]), addr(ws[2:]))) as c:
+        ws[1].faults.set("stall")
+        x = images(8)
+        resp = await c.post("/predict", json={"inputs": x.tolist()})
+        body = await resp.json()
+        assert resp.status == 200, body
+        degraded = np.array(body["degraded"])
+        assert degraded.sum() == 4  # one query of each of the 4 groups sat on the stalled worker
+        # decode is exact for a linear model with the sum code: F_P(x1+x2) - F(x_other) == F(x_i)
+        np.testing.assert_allclose(np.array(body["outputs"]), LINEAR.predict(x), rtol=1e-4, atol=1e-4)
+        stats = service_of(c).stats
+        assert stats.degraded == 4 and stats.groups_coded == 4
+        ws[1].faults.set("none")  # release the stalled requests: their late outputs are dropped
+
+
+async def test_deadline_gives_504_with_reason_and_nothing_hangs(addr) -> None:
+    async with worker_servers(["builtin:linear"] * 2 + [PARITY]) as ws, frontend(cfg(addr(ws[:2]), addr(ws[2:]))) as c:
+        for w in ws[:2]:
+            w.faults.set("stall")
+        resp = await c.post("/predict", json={"inputs": images(2).tolist(), "deadline_ms": 150})
+        assert resp.status == 504
+        body = await resp.json()
+        assert body["code"] == "deadline_exceeded" and "2 of 2 queries" in body["error"]
+        assert service_of(c).stats.deadline_exceeded == 2
+        for w in ws[:2]:
+            w.faults.set("none")
+
+
+async def test_default_output_at_the_deadline_is_flagged(addr) -> None:
+    async with worker_servers(["builtin:linear"]) as ws, \
+            frontend(cfg(addr(ws), default_output=(0.0,) * 10, deadline_ms=100)) as c:
+        ws[0].faults.set("stall")
+        resp = await c.post("/predict", json={"inputs": images(1).tolist()})
+        body = await resp.json()
+        assert resp.status == 200 and body["default"] == [True] and body["outputs"] == [[0.0] * 10]
+        ws[0].faults.set("none")
+
+
+async def test_crashed_worker_queries_are_redispatched(addr) -> None:
+    async with worker_servers(["builtin:linear"] * 2) as ws, frontend(cfg(addr(ws), mode="equal", k=2)) as c:
+        ws[0].faults.set("drop")  # every request on it loses its connection
+        x = images(6)
+        resp = await c.post("/predict", json={"inputs": x.tolist()})
+        body = await resp.json()
+        assert resp.status == 200, body
+        np.testing.assert_allclose(np.array(body["outputs"]), LINEAR.predict(x), rtol=1e-5, atol=1e-5)
+        assert body["degraded"] == [False] * 6
+        ws[0].faults.set("none")
+
+
+async def test_msgpack_tensor_round_trip(addr) -> None:
+    async with worker_servers(["builtin:linear"]) as ws, frontend(cfg(addr(ws))) as c:
+        x = images(3)
+        resp = await c.post("/predict", data=msgpack.packb({"inputs": encode_tensor(x)}),
+                            headers={"Content-Type": "application/msgpack"})
+        assert resp.status == 200 and resp.content_type == "application/msgpack"
+        body = msgpack.unpackb(await resp.read())
+        np.testing.assert_allclose(decode_tensor(body["outputs"]), LINEAR.predict(x), rtol=1e-5, atol=1e-5)
+        assert body["degraded"] == [False] * 3
+
+
+async def test_flat_queries_are_accepted(addr) -> None:
+    async with worker_servers(["builtin:linear"]) as ws, frontend(cfg(addr(ws))) as c:
+        x = images(2)
+        resp = await c.post("/predict", json={"inputs": x.reshape(2, -1).tolist()})
+        assert resp.status == 200
+        np.testing.assert_allclose(np.array((await resp.json())["outputs"]), LINEAR.predict(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs, status, code, text", [
+    ({"data": b"{not json", "headers": {"Content-Type": "application/json"}}, 400, "bad_request", "malformed JSON"),
+    ({"data": b"\xc1", "headers": {"Content-Type": "application/msgpack"}}, 400, "bad_request", "malformed msgpack"),
+    ({"data": b"x", "headers": {"Content-Type": "text/plain"}}, 415, "unsupported_media_type", "text/plain"),
+    ({"json": {"input": []}}, 400, "bad_request", '"inputs"'),
+    ({"json": {"inputs": []}}, 400, "bad_request", "non-empty"),
+    ({"json": {"inputs": [[1.0, 2.0]]}}, 400, "bad_request", "shape [1, 28, 28]"),
+    ({"json": {"inputs": [[1.0], [1.0, 2.0]]}}, 400, "bad_request", "rectangular"),
+    ({"json": {"inputs": [["a"] * 784]}}, 400, "bad_request", "rectangular"),
+    ({"json": {"inputs": [[float("nan")] * 784]}}, 400, "bad_request", "NaN"),
+    ({"json": {"inputs": [[0.0] * 784], "deadline_ms": -5}}, 400, "bad_request", "deadline_ms"),
+    ({"json": {"inputs": [[0.0] * 784], "deadline_ms": "soon"}}, 400, "bad_request", "deadline_ms"),
+    ({"json": {"inputs": [[0.0] * 784] * 1025}}, 413, "payload_too_large", "limit is 1024"),
+])
+async def test_bad_input_gets_a_clear_4xx(addr, kwargs, status, code, text) -> None:
+    async with worker_servers(["builtin:linear"]) as ws, frontend(cfg(addr(ws))) as c:
+        resp = await c.post("/predict", **kwargs)
+        body = await resp.json()
+        assert resp.status == status and body["code"] == code and text in body["error"], body
+        assert service_of(c).stats.queries == 0  # nothing was accepted
+
+
+async def test_body_over_limit_and_unknown_route_are_json_errors(addr) -> None:
+    async with worker_servers(["builtin:linear"]) as ws, frontend(cfg(addr(ws), max_body_bytes=1000)) as c:
+        resp = await c.post("/predict", json={"inputs": [[0.0] * 784]})
+        assert resp.status == 413 and (await resp.json())["code"] == "payload_too_large"
+        resp = await c.get("/nope")
+        assert resp.status == 404 and "error" in await resp.json()
+        resp = await c.get("/predict")
+        assert resp.status == 405 and "error" in await resp.json()
+
+
+async def test_ready_reflects_real_answers_and_overload_is_503(addr) -> None:
+    async with worker_servers(["builtin:linear"]) as ws, frontend(cfg(addr(ws), max_pending=2)) as c:
+        assert (await c.get("/health")).status == 200
+        ready = await (await c.get("/ready")).json()
+        assert ready["ready"] and ready["healthy_data_workers"] == 1 and ready["input_shape"] == [1, 28, 28]
+        resp = await c.post("/predict", json={"inputs": images(3).tolist()})
+        assert resp.status == 503 and resp.headers["Retry-After"] == "1"
+        assert (await resp.json())["code"] == "overloaded"
+
+
+async def test_client_disconnect_leaks_nothing(addr) -> None:
+    async with worker_servers(["builtin:linear"] * 2 + [PARITY]) as ws, frontend(cfg(addr(ws[:2]), addr(ws[2:]))) as c:
+        ws[0].faults.set("delay:ms=200")
+        ws[1].faults.set("delay:ms=200")
+        task = asyncio.ensure_future(c.post("/predict", json={"inputs": images(2).tolist()}))
+        await eventually(lambda: service_of(c).pending == 2)
+        task.cancel()  # the client goes away mid-request
+        await asyncio.gather(task, return_exceptions=True)
+        await eventually(lambda: service_of(c).pending == 0 and not service_of(c).runs)
+        assert service_of(c).stats.answered == 2  # the work still completed, then was dropped
+
+
+async def test_decode_grace_prefers_the_real_output(addr) -> None:
+    async with worker_servers(["builtin:linear"] * 2 + [PARITY]) as ws, \
+            frontend(cfg(addr(ws[:2]), addr(ws[2:]), decode_grace_ms=200)) as c:
+        ws[0].faults.set("delay:ms=50")  # slower than the parity, faster than the grace
+        resp = await c.post("/predict", json={"inputs": images(4).tolist()})
+        assert (await resp.json())["degraded"] == [False] * 4
+        ws[0].faults.set("stall")  # a real straggler is still decoded once the grace has passed
+        resp = await c.post("/predict", json={"inputs": images(2).tolist()})
+        assert sorted((await resp.json())["degraded"]) == [False, True]
+        ws[0].faults.set("none")
