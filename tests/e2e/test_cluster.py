@@ -1,0 +1,121 @@
+"""End to end: real worker processes on loopback, the real frontend, a real stalled worker,
+and ``parm up`` as a user runs it (started, queried, stopped by SIGTERM, no orphans left)."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+
+from frontend.cluster import LocalCluster, cluster_specs
+from frontend.config import FrontendConfig
+from frontend.worker_client import WorkerClient
+from workers.model import load_model
+from tests.conftest import frontend, service_of
+
+pytestmark = pytest.mark.e2e
+LINEAR = load_model("builtin:linear")
+
+
+async def set_fault(address: tuple[str, int], spec: str) -> None:
+    client = WorkerClient(*address, role="control")
+    client.start()
+    try:
+        assert await client.wait_connected(5.0)
+        await client.set_fault(spec)
+    finally:
+        await client.close()
+
+
+async def test_stalled_worker_process_is_decoded_within_the_deadline() -> None:
+    cluster = LocalCluster(cluster_specs(2, 1, "coded", "builtin:linear", "builtin:linear:parity_k=2"))
+    await cluster.start()
+    try:
+        cfg = FrontendConfig(data=cluster.addresses("data"), parity=cluster.addresses("parity"), k=2, code="sum",
+                             deadline_ms=3000, health_interval_s=30.0)
+        async with frontend(cfg) as c:
+            await set_fault(cluster.addresses("data")[1], "stall")
+            x = np.random.default_rng(1).random((10, 1, 28, 28), dtype=np.float32)
+            t0 = time.monotonic()
+            results = await asyncio.gather(*(c.post("/predict", json={"inputs": x[i:i + 2].tolist()})
+                                             for i in range(0, 10, 2)))
+            bodies = [await r.json() for r in results]
+            assert time.monotonic() - t0 < 3.0 and all(r.status == 200 for r in results), bodies
+            outputs = np.concatenate([np.array(b["outputs"]) for b in bodies])
+            degraded = sum(sum(b["degraded"]) for b in bodies)
+            assert degraded == 5  # one query of every group sat on the stalled process
+            # exact for a linear model: parity output minus the other equals the missing output
+            np.testing.assert_allclose(outputs, LINEAR.predict(x), rtol=1e-4, atol=1e-4)
+            assert service_of(c).stats.degraded == 5
+            await set_fault(cluster.addresses("data")[1], "none")
+    finally:
+        await cluster.stop()
+    assert all(w.proc.returncode is not None for w in cluster.workers)
+
+
+async def test_crashed_worker_process_is_survived() -> None:
+    cluster = LocalCluster(cluster_specs(2, 1, "coded", "builtin:linear", "builtin:linear:parity_k=2"))
+    await cluster.start()
+    try:
+        cfg = FrontendConfig(data=cluster.addresses("data"), parity=cluster.addresses("parity"), k=2, code="sum",
+                             deadline_ms=3000, health_interval_s=0.2)
+        async with frontend(cfg) as c:
+            await cluster.kill(0)  # SIGKILL: the connection resets, in-flight work is re-sent or decoded
+            x = np.random.default_rng(2).random((8, 1, 28, 28), dtype=np.float32)
+            resp = await c.post("/predict", json={"inputs": x.tolist()})
+            body = await resp.json()
+            assert resp.status == 200, body
+            np.testing.assert_allclose(np.array(body["outputs"]), LINEAR.predict(x), rtol=1e-4, atol=1e-4)
+            ready = await (await c.get("/ready")).json()
+            assert ready["healthy_data_workers"] == 1
+    finally:
+        await cluster.stop()
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def test_parm_up_serves_and_shuts_down_without_orphans(tmp_path) -> None:
+    port = 18000 + os.getpid() % 1000
+    proc = subprocess.Popen([sys.executable, "-m", "frontend.cli", "up", "--model", "builtin:linear", "--code", "sum",
+                             "--workers", "2", "--k", "2", "--port", str(port)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        line = ""
+        deadline = time.monotonic() + 60
+        while "frontend on" not in line and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            assert line or proc.poll() is None, "parm up exited early"
+        assert re.search(rf"http://127\.0\.0\.1:{port}", line), line
+        workers = _children(proc.pid)
+        assert len(workers) == 3  # 2 data + 1 parity
+        x = np.random.default_rng(3).random((4, 784), dtype=np.float32)
+        for _ in range(100):  # readiness follows the first health probes
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready") as r:  # noqa: S310 (loopback)
+                if json.load(r)["ready"]:
+                    break
+            time.sleep(0.05)
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/predict", data=json.dumps({"inputs": x.tolist()}).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req) as r:  # noqa: S310 (loopback)
+            body = json.load(r)
+        np.testing.assert_allclose(np.array(body["outputs"]), LINEAR.predict(x.reshape(4, 1, 28, 28)), atol=1e-4)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+        time.sleep(0.2)
+        for pid in workers:
+            assert not os.path.exists(f"/proc/{pid}") or "zombie" in open(f"/proc/{pid}/status").read().lower()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
