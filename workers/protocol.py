@@ -13,6 +13,7 @@ Messages (every request carries an integer ``id`` echoed by its reply):
 """
 from __future__ import annotations
 
+import math
 import struct
 from typing import Any
 
@@ -31,7 +32,7 @@ class ProtocolError(ValueError):
 
 
 def encode_tensor(array: np.ndarray) -> dict[str, Any]:
-    a = np.ascontiguousarray(array)
+    a = np.asarray(array, order="C")  # not ascontiguousarray: it makes 0-d arrays shape (1,)
     if a.dtype.name not in ALLOWED_DTYPES:
         raise ProtocolError(f"dtype {a.dtype.name} not allowed on the wire")
     return {"dtype": a.dtype.name, "shape": list(a.shape), "data": a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes()}
@@ -49,10 +50,13 @@ def decode_tensor(obj: Any) -> np.ndarray:
     if not isinstance(data, bytes):
         raise ProtocolError("tensor data must be bytes")
     dt = np.dtype(dtype).newbyteorder("<")
-    if len(data) != int(np.prod(shape, dtype=np.int64)) * dt.itemsize:
-        raise ProtocolError(f"tensor data is {len(data)} bytes, shape {shape} of {dtype} needs "
-                            f"{int(np.prod(shape, dtype=np.int64)) * dt.itemsize}")
-    return np.frombuffer(data, dtype=dt).reshape(shape)
+    needed = math.prod(shape) * dt.itemsize  # Python ints: np.prod(int64) silently wraps on huge shapes
+    if len(data) != needed:
+        raise ProtocolError(f"tensor data is {len(data)} bytes, shape {shape} of {dtype} needs {needed}")
+    try:
+        return np.frombuffer(data, dtype=dt).reshape(shape)
+    except ValueError as exc:  # e.g. a zero-size tensor with a dimension numpy cannot represent
+        raise ProtocolError(f"tensor shape {shape} invalid: {exc}") from exc
 
 
 def pack(message: dict[str, Any], max_frame: int = DEFAULT_MAX_FRAME) -> bytes:

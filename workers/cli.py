@@ -1,0 +1,92 @@
+"""The ``parm worker`` subcommand: load one model and serve it until SIGTERM/SIGINT.
+
+Data flow: frontend -> worker_client -> [wire] -> workers.server (started here) -> model.
+torch is imported inside ``run_worker`` so ``parm --help`` stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from workers.protocol import DEFAULT_MAX_FRAME
+
+MIN_FRAME = 1024  # below this even a ping reply would not fit
+
+
+def _int_at_least(minimum: int) -> Any:
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+    return parse
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be in 0..65535, got {value}")
+    return value
+
+
+def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="checkpoint path or builtin:NAME[:key=val,...] "
+                        "(builtin:linear[:seed=,parity_k=,sleep_ms=,jitter_ms=], builtin:sleep[:ms=,jitter_ms=])")
+    parser.add_argument("--port", type=_port, required=True, help="TCP port (0 = any free port)")
+    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    parser.add_argument("--max-batch", type=_int_at_least(1), default=32, help="requests per batch (default 32)")
+    parser.add_argument("--fault", default="none", help="fault injection spec, e.g. delay:ms=20+error:p=0.1")
+    parser.add_argument("--max-frame", type=_int_at_least(MIN_FRAME), default=DEFAULT_MAX_FRAME,
+                        help=f"largest accepted frame in bytes (default {DEFAULT_MAX_FRAME})")
+    parser.add_argument("--threads", type=_int_at_least(0), default=0,
+                        help="torch intra-op threads (0 = torch default); 1 suits many workers per host")
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("worker", help="serve one model (base or parity) over TCP",
+                                   description="Serve one model over the parm wire protocol.")
+    add_worker_arguments(parser)
+    parser.set_defaults(func=run_worker)
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    """Load the model, then serve; returns the process exit status."""
+    import asyncio
+
+    import torch
+
+    from workers.faults import parse
+    from workers.model import load_model
+    from workers.server import serve_forever
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        parse(args.fault)  # fail before the slow model load
+        model = load_model(args.model, args.device)
+    except ValueError as exc:  # CheckpointError is a ValueError
+        print(f"parm worker: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(serve_forever(model, args.host, args.port, args.max_batch, args.fault, args.max_frame))
+    except OSError as exc:  # e.g. the port is taken
+        print(f"parm worker: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+
+
+def main_worker(argv: Sequence[str] | None = None) -> int:
+    """Standalone entry (``python -m workers.server``), same flags as ``parm worker``."""
+    parser = argparse.ArgumentParser(prog="parm worker", description="Serve one model over TCP.")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    add_worker_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return run_worker(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main_worker())

@@ -1,0 +1,172 @@
+"""What a worker serves: a checkpoint or builtin model wrapped as numpy (B, *S) -> (B, C).
+
+Data flow: frontend -> worker_client -> [wire] -> workers.server -> **workers.model** (torch).
+Builtins (``builtin:linear``, ``builtin:sleep``) need no files, so tests and latency studies
+can start workers instantly with identical weights in every process.
+"""
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from parity_models import checkpoint
+from parity_models.models import Linear
+
+BUILTIN_PREFIX = "builtin:"
+LINEAR_INPUT_SHAPE = (1, 28, 28)  # MNIST-sized, like ParM's smallest experiments
+LINEAR_CLASSES = 10
+# Keys each builtin accepts; "sleep" is "linear" with a mandatory-looking alias for the service time.
+BUILTIN_KEYS: dict[str, frozenset[str]] = {
+    "linear": frozenset({"seed", "parity_k", "sleep_ms", "jitter_ms"}),
+    "sleep": frozenset({"seed", "parity_k", "ms", "sleep_ms", "jitter_ms"}),
+}
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to serve. ``predict`` maps float32 (B, *input_shape) -> float32 (B, num_classes)."""
+
+    predict: Callable[[np.ndarray], np.ndarray]
+    input_shape: tuple[int, ...]
+    num_classes: int
+    info: dict[str, Any]
+    # Seconds of extra service time per batch (0 = none); called once per batch so jitter varies.
+    service_time: Callable[[], float] = field(default=lambda: 0.0)
+
+    def run_batch(self, inputs: np.ndarray) -> np.ndarray:
+        """Predict, then sleep the synthetic service time; blocking, so call it from a thread."""
+        outputs = self.predict(inputs)
+        delay = self.service_time()
+        if delay > 0:
+            time.sleep(delay)
+        return outputs
+
+
+def resolve_device(device: str) -> str:
+    """"cpu" | "cuda" | "auto" -> a torch device string; ValueError when cuda is asked for but absent."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return "cpu"
+    if device == "cuda" or device.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} requested but torch.cuda.is_available() is False")
+        return device
+    raise ValueError(f"unknown device {device!r}; use cpu, cuda or auto")
+
+
+def load_model(spec: str, device: str = "cpu") -> LoadedModel:
+    """``spec`` is a checkpoint path or ``builtin:NAME[:key=val,...]``; see ``BUILTIN_KEYS``."""
+    dev = resolve_device(device)
+    if spec.startswith(BUILTIN_PREFIX):
+        return _load_builtin(spec, dev)
+    return _load_checkpoint(Path(spec), dev)
+
+
+def make_predict(module: nn.Module, device: str) -> Callable[[np.ndarray], np.ndarray]:
+    """Wrap ``module`` as numpy -> numpy; runs under inference_mode and returns CPU float32."""
+    def predict(inputs: np.ndarray) -> np.ndarray:
+        # Frames decode to read-only views; torch.from_numpy wants a writable, contiguous array.
+        x = np.require(inputs, dtype=np.float32, requirements=["C", "W"])
+        with torch.inference_mode():
+            out = module(torch.from_numpy(x).to(device))  # (B, C)
+            return out.float().cpu().numpy()
+    return predict
+
+
+def _load_checkpoint(path: Path, device: str) -> LoadedModel:
+    ckpt = checkpoint.load(path)
+    module = checkpoint.build_model(ckpt, device)
+    input_shape = tuple(int(d) for d in ckpt["input_shape"])
+    meta = plain(ckpt.get("meta") or {})
+    if not isinstance(meta, dict):
+        meta = {"value": meta}
+    info = {"name": str(meta.get("name", path.stem)), "kind": str(ckpt["kind"]),
+            "model_id": checkpoint.model_id(ckpt), "input_shape": list(input_shape),
+            "num_classes": int(ckpt["num_classes"]), "meta": meta, "source": str(path)}
+    return LoadedModel(make_predict(module, device), input_shape, int(ckpt["num_classes"]), info)
+
+
+def parse_builtin(spec: str) -> tuple[str, dict[str, str]]:
+    """``builtin:NAME[:k=v,...]`` -> (NAME, {k: v}); ValueError names what exists."""
+    body = spec[len(BUILTIN_PREFIX):]
+    name, _, rest = body.partition(":")
+    if name not in BUILTIN_KEYS:
+        raise ValueError(f"unknown builtin model {name!r} in {spec!r}; known: "
+                         + ", ".join(f"builtin:{n}" for n in sorted(BUILTIN_KEYS)))
+    params: dict[str, str] = {}
+    for item in filter(None, rest.split(",")):
+        key, eq, value = item.partition("=")
+        if not eq or key not in BUILTIN_KEYS[name]:
+            raise ValueError(f"bad parameter {item!r} for builtin:{name}; "
+                             f"expected key=value with key in {sorted(BUILTIN_KEYS[name])}")
+        params[key] = value
+    return name, params
+
+
+def _number(params: dict[str, str], key: str, default: float, kind: type = float, minimum: float = 0) -> Any:
+    raw = params.get(key)
+    if raw is None:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ValueError(f"builtin parameter {key}={raw!r} is not a valid {kind.__name__}") from None
+    if value < minimum:
+        raise ValueError(f"builtin parameter {key}={raw!r} must be >= {minimum}")
+    return value
+
+
+def _build_linear(seed: int, parity_k: int) -> nn.Module:
+    """Same seed -> same weights in every process; fork_rng keeps the global RNG untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return Linear(LINEAR_INPUT_SHAPE, LINEAR_CLASSES, bias_scale=parity_k).eval()
+
+
+def _builtin_id(seed: int, bias_scale: int) -> str:
+    model = _build_linear(seed, bias_scale)
+    args = {"input_shape": list(LINEAR_INPUT_SHAPE), "num_classes": LINEAR_CLASSES, "bias_scale": float(bias_scale)}
+    return checkpoint.model_id(checkpoint.make_checkpoint(
+        model, kind="base", arch="linear", arch_args=args,
+        input_shape=list(LINEAR_INPUT_SHAPE), num_classes=LINEAR_CLASSES))
+
+
+def _load_builtin(spec: str, device: str) -> LoadedModel:
+    name, params = parse_builtin(spec)
+    seed = _number(params, "seed", 0, int)
+    parity_k = _number(params, "parity_k", 0, int, minimum=1)  # 0 = not a parity model
+    sleep_ms = _number(params, "ms", _number(params, "sleep_ms", 5.0 if name == "sleep" else 0.0))
+    jitter_ms = _number(params, "jitter_ms", 0.0)
+    module = _build_linear(seed, parity_k or 1).to(device)
+    meta: dict[str, Any] = {"seed": seed, "sleep_ms": sleep_ms, "jitter_ms": jitter_ms}
+    if parity_k:
+        # Sum-code parity of the linear model: W(x1+..+xk) + k*b = F(x1)+..+F(xk).
+        meta.update(k=parity_k, code="sum", base_id=_builtin_id(seed, 1))
+    info = {"name": spec, "kind": "parity" if parity_k else "base", "model_id": _builtin_id(seed, parity_k or 1),
+            "input_shape": list(LINEAR_INPUT_SHAPE), "num_classes": LINEAR_CLASSES, "meta": meta}
+    rng = random.Random(seed)
+    def service_time() -> float:  # seconds; uniform jitter in [0, jitter_ms] on top of sleep_ms
+        return (sleep_ms + (rng.uniform(0, jitter_ms) if jitter_ms else 0.0)) / 1000.0
+    return LoadedModel(make_predict(module, device), LINEAR_INPUT_SHAPE, LINEAR_CLASSES, info, service_time)
+
+
+def plain(obj: Any) -> Any:
+    """Recursively convert checkpoint metadata to JSON/msgpack-safe values (tensors -> lists)."""
+    if isinstance(obj, dict):
+        return {str(k): plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if isinstance(obj, (torch.Tensor, np.ndarray, np.generic)):
+        return plain(obj.tolist())
+    return str(obj)

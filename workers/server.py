@@ -1,0 +1,271 @@
+"""Worker process: an asyncio TCP server answering infer/ping/fault frames for one model.
+
+Data flow: frontend -> worker_client -> [wire] -> **workers.server** -> model (workers.model).
+Requests on a connection are multiplexed by ``id``; infer requests pass fault injection, then a
+dynamic batcher concatenates queued inputs and runs one inference at a time in a thread.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from workers.faults import FaultInjector, InjectedDrop, InjectedError
+from workers.model import LoadedModel
+from workers.protocol import (DEFAULT_MAX_FRAME, REQUEST_TYPES, FrameDecoder, ProtocolError, decode_tensor,
+                              encode_tensor, pack)
+
+log = logging.getLogger(__name__)
+READ_CHUNK = 256 * 1024
+
+
+@dataclass
+class _Pending:
+    inputs: np.ndarray  # (B, *S) float32
+    future: asyncio.Future[np.ndarray]  # resolves to (B, C)
+
+
+@dataclass
+class _Connection:
+    """One client connection: serialised writes and the handler tasks it owns."""
+
+    writer: asyncio.StreamWriter
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    async def send(self, message: dict[str, Any], max_frame: int) -> None:
+        try:
+            frame = pack(message, max_frame)
+        except ProtocolError as exc:  # e.g. outputs too large for one frame
+            frame = pack({"type": "error", "id": message["id"], "message": str(exc)}, max_frame)
+        async with self.lock:  # one frame at a time, so frames never interleave
+            if self.writer.is_closing():
+                return
+            self.writer.write(frame)
+            await self.writer.drain()
+
+    def abort(self) -> None:
+        self.writer.transport.abort()
+
+    async def close(self) -> None:
+        current = asyncio.current_task()
+        tasks = [t for t in self.tasks if t is not current]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.writer.close()
+        try:
+            await self.writer.wait_closed()
+        except (ConnectionError, OSError):
+            pass  # the peer vanished first; nothing left to flush
+
+
+class WorkerServer:
+    """Serves ``model`` on host:port; ``start()``, then ``close()`` when done."""
+
+    def __init__(self, model: LoadedModel, host: str = "127.0.0.1", port: int = 0, max_batch: int = 32,
+                 fault_spec: str = "none", max_frame: int = DEFAULT_MAX_FRAME,
+                 faults: FaultInjector | None = None) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be >= 1")
+        self.model, self.host, self.max_batch, self.max_frame = model, host, max_batch, max_frame
+        # An injected FaultInjector (e.g. with a seeded RNG) wins over fault_spec.
+        self.faults = faults if faults is not None else FaultInjector(fault_spec)
+        self._requested_port = port
+        self._server: asyncio.Server | None = None
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._batcher: asyncio.Task[None] | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="infer")
+        self._conns: dict[asyncio.Task[Any], _Connection] = {}  # serving task -> its open connection
+        self.in_flight = 0
+        self.requests_served = 0
+        self.batches_run = 0
+
+    async def start(self) -> None:
+        self._batcher = asyncio.create_task(self._batch_loop(), name="batcher")
+        self._server = await asyncio.start_server(self._serve_connection, self.host, self._requested_port)
+
+    @property
+    def port(self) -> int:
+        if self._server is None or not self._server.sockets:
+            raise RuntimeError("server not started")
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        # Abort rather than cancel: asyncio logs cancelled client_connected_cb tasks as errors.
+        # Each serving task then sees EOF and its finally cancels that connection's handlers.
+        for conn in self._conns.values():
+            conn.abort()
+        await asyncio.gather(*self._conns, return_exceptions=True)
+        if self._batcher is not None:
+            self._batcher.cancel()
+            await asyncio.gather(self._batcher, return_exceptions=True)
+        while not self._queue.empty():
+            self._queue.get_nowait().future.cancel()
+        if self._server is not None:
+            await self._server.wait_closed()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def info(self) -> dict[str, Any]:
+        return {**self.model.info, "fault": self.faults.spec, "in_flight": self.in_flight, "max_batch": self.max_batch,
+                "pid": os.getpid(), "requests_served": self.requests_served, "batches_run": self.batches_run}
+
+    # -- connections ---------------------------------------------------------------------------
+    async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = _Connection(writer)
+        me = asyncio.current_task()
+        assert me is not None  # start_server runs this callback in a task
+        self._conns[me] = conn
+        decoder = FrameDecoder(self.max_frame)
+        peer = writer.get_extra_info("peername")
+        try:
+            while data := await reader.read(READ_CHUNK):
+                for message in decoder.feed(data):
+                    task = asyncio.create_task(self._handle(message, conn))
+                    conn.tasks.add(task)  # strong reference until done
+                    task.add_done_callback(conn.tasks.discard)
+        except ProtocolError as exc:
+            log.warning("closing connection from %s: %s", peer, exc)
+        except ConnectionError as exc:
+            log.info("connection from %s lost: %s", peer, exc)
+        finally:
+            await conn.close()
+            self._conns.pop(me, None)
+
+    async def _handle(self, message: dict[str, Any], conn: _Connection) -> None:
+        try:
+            reply = await self._dispatch(message)
+        except InjectedDrop:
+            log.info("fault injection: dropping connection (request %s)", message["id"])
+            conn.abort()
+            return
+        try:
+            await conn.send(reply, self.max_frame)
+        except (ConnectionError, OSError):
+            conn.abort()  # peer gone; the read loop sees EOF and cleans up
+
+    async def _dispatch(self, message: dict[str, Any]) -> dict[str, Any]:
+        kind, rid = message["type"], message["id"]
+        try:
+            if kind == "infer":
+                return await self._infer(message)
+            if kind == "ping":
+                return {"type": "pong", "id": rid, "info": self.info()}
+            if kind == "fault":
+                return self._set_fault(message)
+            raise ValueError(f"unknown message type {kind!r}; expected one of {', '.join(sorted(REQUEST_TYPES))}")
+        except (ValueError, InjectedError) as exc:  # ProtocolError is a ValueError
+            return {"type": "error", "id": rid, "message": str(exc)}
+        except InjectedDrop:
+            raise  # handled by _handle: closes the connection
+        except Exception as exc:  # a bug must cost one reply, not the connection or the worker
+            log.exception("unexpected failure handling %s request %s", kind, rid)
+            return {"type": "error", "id": rid, "message": f"internal error: {type(exc).__name__}: {exc}"}
+
+    def _set_fault(self, message: dict[str, Any]) -> dict[str, Any]:
+        spec = message.get("spec")
+        if not isinstance(spec, str):
+            raise ValueError("fault message needs a string 'spec'")
+        self.faults.set(spec)
+        log.info("fault spec set to %r", self.faults.spec)
+        return {"type": "ok", "id": message["id"], "fault": self.faults.spec}
+
+    # -- inference -----------------------------------------------------------------------------
+    async def _infer(self, message: dict[str, Any]) -> dict[str, Any]:
+        inputs = self._validate(decode_tensor(message.get("inputs")))
+        self.in_flight += 1
+        try:
+            await self.faults.before_request()
+            future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+            self._queue.put_nowait(_Pending(inputs, future))
+            outputs = await future
+        finally:
+            self.in_flight -= 1
+        self.requests_served += 1
+        return {"type": "result", "id": message["id"], "outputs": encode_tensor(outputs)}
+
+    def _validate(self, inputs: np.ndarray) -> np.ndarray:
+        """Inputs must be float32 (B, *input_shape) with B >= 1."""
+        expected = tuple(self.model.input_shape)
+        if inputs.dtype != np.float32:
+            raise ValueError(f"inputs must be float32, got {inputs.dtype.name}")
+        if inputs.ndim != len(expected) + 1 or tuple(inputs.shape[1:]) != expected or inputs.shape[0] < 1:
+            raise ValueError(f"inputs shape {list(inputs.shape)} does not match (B>=1, *{list(expected)})")
+        return inputs
+
+    async def _batch_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._next_batch()
+            if not batch:
+                continue
+            x = np.concatenate([p.inputs for p in batch])  # (sum B_i, *S)
+            try:
+                y = await loop.run_in_executor(self._executor, self.model.run_batch, x)  # (sum B_i, C)
+            except Exception as exc:  # model failures go back to each request as an error reply
+                log.exception("inference failed on a batch of %d", len(x))
+                _fail(batch, ValueError(f"inference failed: {exc}"))
+                continue
+            self.batches_run += 1
+            self._scatter(batch, y)
+
+    async def _next_batch(self) -> list[_Pending]:
+        """Wait for one request, then take whatever else is queued, up to max_batch requests."""
+        first = await self._queue.get()
+        await asyncio.sleep(0)  # let handlers already scheduled in this loop turn enqueue too
+        batch = [first]
+        while len(batch) < self.max_batch and not self._queue.empty():
+            batch.append(self._queue.get_nowait())
+        return [p for p in batch if not p.future.done()]  # skip requests whose connection closed
+
+    def _scatter(self, batch: list[_Pending], y: np.ndarray) -> None:
+        rows = sum(len(p.inputs) for p in batch)
+        if y.ndim != 2 or len(y) != rows:
+            _fail(batch, ValueError(f"model returned shape {list(y.shape)} for {rows} inputs"))
+            return
+        offsets = np.cumsum([len(p.inputs) for p in batch])[:-1]
+        for pending, out in zip(batch, np.split(y, offsets)):
+            if not pending.future.done():
+                pending.future.set_result(out)
+
+
+def _fail(batch: list[_Pending], exc: Exception) -> None:
+    for pending in batch:
+        if not pending.future.done():
+            pending.future.set_exception(exc)
+
+
+async def serve_forever(model: LoadedModel, host: str = "127.0.0.1", port: int = 0, max_batch: int = 32,
+                        fault_spec: str = "none", max_frame: int = DEFAULT_MAX_FRAME) -> int:
+    """Run until SIGTERM/SIGINT; prints the readiness line to stdout once listening."""
+    server = WorkerServer(model, host, port, max_batch, fault_spec, max_frame)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"parm worker listening on {host}:{server.port} (model {model.info.get('name')}, pid {os.getpid()})",
+          flush=True)
+    try:
+        await stop.wait()
+        log.info("signal received; shutting down")
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await server.close()
+    return 0
+
+
+if __name__ == "__main__":
+    from workers.cli import main_worker
+
+    sys.exit(main_worker())
