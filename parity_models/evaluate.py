@@ -13,7 +13,7 @@ from torch import nn
 
 from coders import Code, make_code
 from parity_models import checkpoint
-from parity_models.data import load_dataset
+from parity_models.data import Dataset, load_dataset
 from parity_models.device import predict, resolve_device
 
 EVAL_SEED = 1234  # fixed, so every evaluation of a test set uses the same coding groups
@@ -69,14 +69,16 @@ def degraded_metrics(base_out: torch.Tensor, parity_out: torch.Tensor, groups: t
 
 def evaluate(base_ckpt: dict[str, Any] | str | Path, parity_ckpt: dict[str, Any] | str | Path, *,
              data_dir: str | Path | None = None, device: str = "auto", split: str = "test",
-             seed: int = EVAL_SEED) -> dict[str, Any]:
-    """Score a base/parity pair on a split ("test" or "val"); returns settings and METRICS (percent)."""
+             seed: int = EVAL_SEED, data: Dataset | None = None) -> dict[str, Any]:
+    """Score a base/parity pair on a split ("test" or "val"); returns settings and METRICS (percent).
+
+    ``data`` overrides loading the base model's dataset (tests pass small subsets)."""
     base_ckpt = checkpoint.load(base_ckpt) if isinstance(base_ckpt, (str, Path)) else base_ckpt
     parity_ckpt = checkpoint.load(parity_ckpt) if isinstance(parity_ckpt, (str, Path)) else parity_ckpt
     k, code_name = parity_ckpt["meta"]["k"], parity_ckpt["meta"]["code"]
     checkpoint.check_pair(base_ckpt, parity_ckpt, k, code_name)
     dev = resolve_device(device)
-    data = load_dataset(base_ckpt["meta"]["dataset"], data_dir)
+    data = data or load_dataset(base_ckpt["meta"]["dataset"], data_dir)
     x, y = (data.test_x, data.test_y) if split == "test" else (data.val_x, data.val_y)
     code = make_code(code_name, k)
     groups = make_groups(len(x), k, seed)

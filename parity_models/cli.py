@@ -1,0 +1,111 @@
+"""``parm train-base``, ``parm train-parity``, ``parm eval`` and ``parm train-demo``: thin argument
+parsing over train_base.py, train.py, evaluate.py and demo.py (torch is imported inside each command)."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+ARCH_CHOICES = ("mlp", "lenet5", "resnet18")
+DATASET_CHOICES = ("mnist", "fashion-mnist", "cifar10")
+TABLE_COLUMNS = ("dataset", "k", "code", "groups", "base_top1", "degraded_top1", "recon_top1",
+                 "base_top5", "degraded_top5", "recon_top5")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
+    p.add_argument("--data-dir", default=None, help="folder holding <dataset>/ (else $PARM_DATA, ...)")
+
+
+def _train_base(args: argparse.Namespace) -> int:
+    from parity_models.train_base import BaseConfig, train_base
+
+    ckpt = train_base(BaseConfig(args.dataset, args.model, args.out, epochs=args.epochs, batch_size=args.batch_size,
+                                 lr=args.lr, device=args.device, seed=args.seed, data_dir=args.data_dir,
+                                 progress=not args.quiet))
+    print(f"saved {args.out}: val acc {ckpt['meta']['val_acc']:.2f}, test acc {ckpt['meta']['test_acc']:.2f}")
+    return 0
+
+
+def _train_parity(args: argparse.Namespace) -> int:
+    from parity_models.train import ParityConfig, last_path, train_parity
+
+    cfg = ParityConfig(args.base, args.k, args.code, args.out, arch=args.arch, epochs=args.epochs,
+                       time_budget=args.time_budget, loss=args.loss, resume=args.resume, device=args.device,
+                       seed=args.seed, batch_size=args.batch_size, lr=args.lr, data_dir=args.data_dir,
+                       progress=not args.quiet)
+    ckpt = train_parity(cfg)
+    print(f"saved best {args.out} (epoch {ckpt['meta']['epochs']}, val degraded top-1 "
+          f"{ckpt['meta']['val']['degraded_top1']:.2f}); last: {last_path(args.out)}")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from parity_models.evaluate import evaluate, format_table
+
+    result = evaluate(args.base, args.parity, data_dir=args.data_dir, device=args.device, split=args.split)
+    print(format_table([result], TABLE_COLUMNS))
+    print(json.dumps(result, indent=1))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+def _train_demo(args: argparse.Namespace) -> int:
+    from parity_models.demo import ensure_demo_models
+
+    base, parity = ensure_demo_models(args.cache_dir, args.dataset, args.k, args.code, time_budget=args.time_budget,
+                                      device=args.device, data_dir=args.data_dir, progress=not args.quiet)
+    print(f"base: {base}\nparity: {parity}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("train-base", help="train a base model and save a self-describing checkpoint")
+    p.add_argument("--dataset", required=True, choices=DATASET_CHOICES)
+    p.add_argument("--model", required=True, choices=ARCH_CHOICES)
+    p.add_argument("--out", required=True)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _common(p)
+    p.set_defaults(func=_train_base)
+
+    p = subparsers.add_parser("train-parity", help="train a parity model for a base checkpoint; writes OUT (best "
+                                                   "by val degraded accuracy) and OUT's stem + .last (resumable)")
+    p.add_argument("--base", required=True)
+    p.add_argument("--k", type=int, required=True)
+    p.add_argument("--code", required=True, choices=("sum", "concat"))
+    p.add_argument("--out", required=True)
+    p.add_argument("--arch", default="same", choices=("same",) + ARCH_CHOICES)
+    p.add_argument("--epochs", type=int, default=None, help="default: 30, or unbounded with --time-budget")
+    p.add_argument("--time-budget", type=float, default=None, help="seconds of training (the lr decays to 0 then)")
+    p.add_argument("--loss", default="mse", choices=("mse", "kl"))
+    p.add_argument("--resume", default=None, help="a .last checkpoint to continue from")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _common(p)
+    p.set_defaults(func=_train_parity)
+
+    p = subparsers.add_parser("eval", help="degraded-mode accuracy of a base/parity pair on the test set")
+    p.add_argument("--base", required=True)
+    p.add_argument("--parity", required=True)
+    p.add_argument("--json", default=None, help="also write the results here")
+    p.add_argument("--split", default="test", choices=("test", "val"))
+    _common(p)
+    p.set_defaults(func=_eval)
+
+    p = subparsers.add_parser("train-demo", help="train (or reuse cached) demo base + parity models")
+    p.add_argument("--cache-dir", default=".cache/parm-demo")
+    p.add_argument("--dataset", default="fashion-mnist", choices=DATASET_CHOICES)
+    p.add_argument("--k", type=int, default=2)
+    p.add_argument("--code", default="concat", choices=("sum", "concat"))
+    p.add_argument("--time-budget", type=float, default=90.0, help="seconds for parity training")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _common(p)
+    p.set_defaults(func=_train_demo)

@@ -1,0 +1,86 @@
+"""Base and parity training on a small slice of real MNIST: loss goes down, best/last checkpoints are
+written and pair with their base model, resuming continues, and the CLI exposes the commands."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from parity_models import checkpoint
+from parity_models.cli import register
+from parity_models.data import Dataset, load_dataset
+from parity_models.evaluate import evaluate
+from parity_models.train import ParityConfig, last_path, train_parity
+from parity_models.train_base import BaseConfig, train_base
+
+
+@pytest.fixture(scope="module")
+def small() -> Dataset:
+    """A small slice of real MNIST, so a few epochs take a second."""
+    d = load_dataset("mnist", download=False)
+    return Dataset("mnist", d.train_x[:1024], d.train_y[:1024], d.val_x[:200], d.val_y[:200],
+                   d.test_x[:200], d.test_y[:200], 10)
+
+
+@pytest.fixture(scope="module")
+def base_path(small: Dataset, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("base") / "base.pt"
+    train_base(BaseConfig("mnist", "mlp", str(path), epochs=2, batch_size=64, device="cpu", progress=False), small)
+    return path
+
+
+def test_base_checkpoint_is_self_describing(base_path: Path, small: Dataset) -> None:
+    ckpt = checkpoint.load(base_path)
+    assert ckpt["kind"] == "base" and ckpt["arch"] == "mlp"
+    assert {"dataset", "normalization", "val_acc", "test_acc", "epochs", "seed"} <= set(ckpt["meta"])
+    model = checkpoint.build_model(ckpt)
+    assert model(small.test_x[:4]).shape == (4, 10)
+    assert ckpt["meta"]["test_acc"] > 50.0
+
+
+@pytest.mark.parametrize("code", ["concat", "sum"])
+def test_parity_training_lowers_loss_and_pairs(base_path: Path, small: Dataset, tmp_path: Path, code: str) -> None:
+    out = tmp_path / "parity.pt"
+    cfg = ParityConfig(str(base_path), 2, code, str(out), epochs=3, batch_size=64, device="cpu", progress=False)
+    best = train_parity(cfg, small)
+    last = checkpoint.load(last_path(out))
+    history = last["train_state"]["history"]
+    assert len(history) == 3 and history[-1]["train_loss"] < 0.5 * history[0]["train_loss"]
+    assert best["kind"] == "parity" and best["meta"]["k"] == 2 and best["meta"]["code"] == code
+    base = checkpoint.load(base_path)
+    checkpoint.check_pair(base, checkpoint.load(out), 2, code)
+    if code == "sum":  # statistics of encoded inputs (sums of 2 images), not of single images
+        assert best["arch_args"]["mean"] == pytest.approx(2 * base["arch_args"]["mean"], rel=0.1)
+    result = evaluate(base, checkpoint.load(out), device="cpu", data=small)
+    assert result["groups"] == 100 and 0.0 <= result["degraded_top1"] <= result["degraded_top5"] <= 100.0
+
+
+def test_resume_continues_from_last(base_path: Path, small: Dataset, tmp_path: Path) -> None:
+    out = tmp_path / "p.pt"
+    cfg = ParityConfig(str(base_path), 2, "concat", str(out), epochs=1, batch_size=128, device="cpu", progress=False)
+    train_parity(cfg, small)
+    cfg.epochs, cfg.resume = 3, str(last_path(out))
+    train_parity(cfg, small)
+    state = checkpoint.load(last_path(out))["train_state"]
+    assert state["epoch"] == 3 and [h["epoch"] for h in state["history"]] == [1, 2, 3]
+    cfg.k = 4
+    with pytest.raises(checkpoint.CheckpointError, match="another base model, k or code"):
+        train_parity(cfg, small)
+
+
+def test_time_budget_stops_training(base_path: Path, small: Dataset, tmp_path: Path) -> None:
+    cfg = ParityConfig(str(base_path), 2, "concat", str(tmp_path / "p.pt"), time_budget=0.5, batch_size=32,
+                       device="cpu", progress=False)
+    best = train_parity(cfg, small)
+    assert best["meta"]["elapsed_s"] < 5.0
+
+
+def test_cli_registers_commands() -> None:
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["train-parity", "--base", "b.pt", "--k", "2", "--code", "sum", "--out", "p.pt",
+                              "--time-budget", "30", "--loss", "kl"])
+    assert args.func.__name__ == "_train_parity" and args.time_budget == 30.0 and args.arch == "same"
+    assert parser.parse_args(["eval", "--base", "b", "--parity", "p"]).func.__name__ == "_eval"
+    assert parser.parse_args(["train-base", "--dataset", "mnist", "--model", "lenet5", "--out", "o"]).epochs == 10

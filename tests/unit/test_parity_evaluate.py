@@ -1,0 +1,44 @@
+"""Evaluation's numbers are consistent: with a linear base model and a sum code decoding is exact."""
+from __future__ import annotations
+
+import torch
+
+from coders import make_code
+from parity_models.evaluate import degraded_metrics, make_groups, parity_outputs
+from parity_models.models import Linear
+
+
+def test_groups_partition_indices() -> None:
+    groups = make_groups(11, 3, seed=5)
+    assert groups.shape == (3, 3) and len(set(groups.flatten().tolist())) == 9
+    assert torch.equal(groups, make_groups(11, 3, seed=5))
+
+
+def test_linear_sum_code_decodes_exactly() -> None:
+    torch.manual_seed(0)
+    k = 3
+    x, y = torch.rand(300, 1, 28, 28), torch.randint(0, 10, (300,))
+    base = Linear([1, 28, 28], 10)
+    parity = Linear([1, 28, 28], 10, bias_scale=k)  # F(X1 + ... + Xk) = F(X1) + ... + F(Xk) exactly
+    parity.load_state_dict(base.state_dict())
+    code, groups = make_code("sum", k), make_groups(len(x), k)
+    with torch.no_grad():
+        base_out = base(x)
+    metrics = degraded_metrics(base_out, parity_outputs(parity, code, x, groups), groups, y, code)
+    assert abs(metrics["degraded_top1"] - metrics["base_top1"]) < 1e-9
+    assert abs(metrics["degraded_top5"] - metrics["base_top5"]) < 1e-9
+    assert metrics["recon_top1"] == 100.0 and metrics["recon_top5"] == 100.0
+
+
+def test_useless_parity_model_scores_low() -> None:
+    torch.manual_seed(0)
+    x, y = torch.rand(200, 1, 28, 28), torch.randint(0, 10, (200,))
+    base = Linear([1, 28, 28], 10)
+    code, groups = make_code("concat", 2), make_groups(len(x), 2)
+    with torch.no_grad():
+        base_out = base(x)
+    labels_as_base = base_out.argmax(1)  # labels that the base model gets 100% right
+    zero = Linear([1, 28, 28], 10, bias_scale=0.0)
+    torch.nn.init.zeros_(zero.fc.weight)
+    metrics = degraded_metrics(base_out, parity_outputs(zero, code, x, groups), groups, labels_as_base, code)
+    assert metrics["base_top1"] == 100.0 and metrics["recon_top1"] < 50.0
