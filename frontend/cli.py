@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-COMMAND_MODULES = ("frontend.commands", "workers.cli", "parity_models.cli")
+COMMAND_MODULES = ("frontend.commands", "frontend.demo", "workers.cli", "parity_models.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:

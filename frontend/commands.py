@@ -25,6 +25,8 @@ def add_frontend_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--deadline-ms", type=float, default=1000.0, help="default per-request deadline")
     p.add_argument("--group-timeout-ms", type=float, default=20.0,
                    help="close a group with fewer than k queries after this long (served uncoded)")
+    p.add_argument("--decode-grace-ms", type=float, default=0.0,
+                   help="wait this long for a straggler's real output before decoding it (0: decode at once)")
     p.add_argument("--default-output", default=None,
                    help="comma-separated output given (flagged default) at the deadline instead of a 504")
     p.add_argument("--max-pending", type=int, default=4096, help="admission limit; beyond it 503 + Retry-After")
@@ -36,6 +38,7 @@ def config_from_args(args: argparse.Namespace, data: Any, parity: Any) -> Fronte
     default = tuple(float(v) for v in args.default_output.split(",")) if args.default_output else None
     return FrontendConfig(data=data, parity=parity, k=args.k, code=args.code, mode=args.mode, host=args.host,
                           port=args.port, deadline_ms=args.deadline_ms, group_timeout_ms=args.group_timeout_ms,
+                          decode_grace_ms=args.decode_grace_ms,
                           default_output=default, max_pending=args.max_pending,
                           health_interval_s=args.health_interval_s)
 
