@@ -156,15 +156,16 @@ def train_parity(cfg: ParityConfig, data: Dataset | None = None) -> dict[str, An
             loss.backward()
             opt.step()
             state["step"] += 1
-            total, count = total + loss.item(), count + 1
+            total, count = total + loss.detach(), count + 1  # no .item() per step: it would sync a GPU
             if s % 50 == 0:
-                bar.set_postfix(loss=f"{total / count:.4f}")
+                bar.set_postfix(loss=f"{float(total) / count:.4f}")
         if count == 0:
             break
 
         val = degraded_metrics(val_out, parity_outputs(model, code, val_x, val_groups), val_groups, data.val_y, code)
         state.update(epoch=epoch + 1, elapsed=time.perf_counter() - t0)
-        record = {"epoch": epoch + 1, "train_loss": total / count, "elapsed_s": round(state["elapsed"], 2), **val}
+        record = {"epoch": epoch + 1, "train_loss": float(total) / count, "elapsed_s": round(state["elapsed"], 2),
+                  **val}
         state["history"].append(record)
         tqdm.write(f"epoch {epoch + 1}: loss {record['train_loss']:.4f}  val degraded {val['degraded_top1']:.2f}  "
                    f"recon {val['recon_top1']:.2f}  base {val['base_top1']:.2f}  ({state['elapsed']:.0f}s)")

@@ -1,0 +1,91 @@
+"""Training benchmark: base + parity models on MNIST / Fashion-MNIST under fixed time budgets, scored on
+the test set (base, degraded and reconstruction accuracy), written to benchmarks/results/training.json.
+
+    .venv/bin/python benchmarks/train_bench.py [--quick] [--budget SECONDS] [--only mnist-mlp-k2-concat]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from parity_models.evaluate import evaluate, format_table  # noqa: E402
+from parity_models.train import ParityConfig, train_parity  # noqa: E402
+from parity_models.train_base import BaseConfig, train_base  # noqa: E402
+
+# (dataset, base arch, k, code, parity arch); ANCHORS.md's figures are ParM's trainer after 8 minutes.
+RUNS = [("mnist", "mlp", 2, "concat", "same"), ("mnist", "mlp", 2, "sum", "same"),
+        ("mnist", "mlp", 4, "concat", "same"), ("fashion-mnist", "mlp", 2, "concat", "same"),
+        ("fashion-mnist", "mlp", 4, "concat", "same"), ("mnist", "lenet5", 2, "concat", "same")]
+ANCHOR = {("mnist", 2, "concat"): 96.36, ("mnist", 4, "concat"): 82.19, ("fashion-mnist", 2, "concat"): 79.33,
+          ("fashion-mnist", 4, "concat"): 64.03, ("mnist", 2, "sum"): 91.34}
+BASE_EPOCHS = {"mlp": 10, "lenet5": 6}
+COLUMNS = ("dataset", "k", "code", "arch", "epochs", "wall_s", "base_top1", "degraded_top1", "recon_top1",
+           "base_top5", "degraded_top5", "recon_top5", "parm_8min")
+
+
+def run_name(dataset: str, arch: str, k: int, code: str) -> str:
+    return f"{dataset}-{arch}-k{k}-{code}"
+
+
+def base_model(dataset: str, arch: str, work: Path, epochs: int) -> tuple[Path, float]:
+    """Train (once per benchmark run) the base model; returns its path and wall time."""
+    path = work / f"{dataset}-{arch}-base.pt"
+    t0 = time.perf_counter()
+    if not path.is_file():
+        train_base(BaseConfig(dataset, arch, str(path), epochs=epochs, progress=False))
+    return path, time.perf_counter() - t0
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="mlp runs only, short budgets (a smoke test)")
+    p.add_argument("--budget", type=float, default=None, help="parity training seconds per run (default 150)")
+    p.add_argument("--only", nargs="*", default=None, help="run names to keep, e.g. mnist-mlp-k2-concat")
+    p.add_argument("--work-dir", default="/tmp/parm-train-bench", help="where checkpoints go")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "training.json"))
+    args = p.parse_args()
+    budget = args.budget or (20.0 if args.quick else 150.0)
+    work = Path(args.work_dir) / ("quick" if args.quick else "full")
+    runs = [r for r in RUNS if not (args.quick and r[1] != "mlp")]
+    if args.only:
+        runs = [r for r in runs if run_name(*r[:4]) in args.only]
+
+    rows = []
+    for dataset, arch, k, code, parity_arch in runs:
+        epochs = 2 if args.quick else BASE_EPOCHS[arch]
+        base_path, base_s = base_model(dataset, arch, work, epochs)
+        out = work / f"{run_name(dataset, arch, k, code)}.pt"
+        print(f"== {run_name(dataset, arch, k, code)}: parity training for {budget:.0f} s", flush=True)
+        t0 = time.perf_counter()
+        best = train_parity(ParityConfig(str(base_path), k, code, str(out), arch=parity_arch, time_budget=budget,
+                                         progress=False))
+        wall = time.perf_counter() - t0
+        result = evaluate(base_path, out)
+        rows.append({**result, "arch": arch, "epochs": best["meta"]["epochs"], "wall_s": round(wall, 1),
+                     "budget_s": budget, "base_train_s": round(base_s, 1), "parm_8min": ANCHOR.get((dataset, k, code)),
+                     "val_curve": [[h["epoch"], h["elapsed_s"], round(h["degraded_top1"], 2)]
+                                   for h in torch.load(out.with_name(out.stem + ".last.pt"),
+                                                       weights_only=True)["train_state"]["history"]]})
+        print(format_table(rows[-1:], COLUMNS), flush=True)
+
+    print("\n" + format_table(rows, COLUMNS))
+    report = {"command": " ".join(["benchmarks/train_bench.py"] + sys.argv[1:]), "torch": torch.__version__,
+              "device": "cuda" if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)",
+              "machine": platform.machine(), "note": "wall times on a shared 2-core machine are approximate",
+              "runs": rows}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
