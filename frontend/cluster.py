@@ -109,10 +109,10 @@ class LocalCluster:
 
 def cluster_specs(n_data: int, n_extra: int, mode: str, data_model: str, parity_model: str,
                   **opts: object) -> list[WorkerSpec]:
-    """N data workers plus N/k parity workers (coded) or N/k extra replicas (equal)."""
+    """N data workers plus N/k parity workers (coded) or N/k extra replicas (equal, hedged)."""
     specs = [WorkerSpec("data", data_model, **opts) for _ in range(n_data)]  # type: ignore[arg-type]
     if mode == "coded":
         specs += [WorkerSpec("parity", parity_model, **opts) for _ in range(n_extra)]  # type: ignore[arg-type]
-    elif mode == "equal":
+    elif mode in ("equal", "hedged"):
         specs += [WorkerSpec("parity", data_model, **opts) for _ in range(n_extra)]  # type: ignore[arg-type]
     return specs

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from frontend.app import create_app
 from frontend.cluster import LocalCluster, cluster_specs
-from frontend.config import FrontendConfig, parse_address, parse_addresses
+from frontend.config import MODES, FrontendConfig, parse_address, parse_addresses
 from frontend.errors import ConfigError
 
 
@@ -21,7 +21,10 @@ def add_frontend_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--k", type=int, default=2, help="queries per coding group")
     p.add_argument("--code", default="concat", help="erasure code: concat (images) or sum")
-    p.add_argument("--mode", default="coded", choices=["coded", "equal", "none"])
+    p.add_argument("--mode", default="coded", choices=list(MODES),
+                   help="coded: parity workers; equal: extra replicas; hedged: extra replicas + hedged requests")
+    p.add_argument("--hedge-delay-ms", type=float, default=None,
+                   help="hedged mode: re-send after this long (default: the p95 of recent latencies)")
     p.add_argument("--deadline-ms", type=float, default=1000.0, help="default per-request deadline")
     p.add_argument("--group-timeout-ms", type=float, default=20.0,
                    help="close a group with fewer than k queries after this long (served uncoded)")
@@ -38,7 +41,7 @@ def config_from_args(args: argparse.Namespace, data: Any, parity: Any) -> Fronte
     default = tuple(float(v) for v in args.default_output.split(",")) if args.default_output else None
     return FrontendConfig(data=data, parity=parity, k=args.k, code=args.code, mode=args.mode, host=args.host,
                           port=args.port, deadline_ms=args.deadline_ms, group_timeout_ms=args.group_timeout_ms,
-                          decode_grace_ms=args.decode_grace_ms,
+                          decode_grace_ms=args.decode_grace_ms, hedge_delay_ms=args.hedge_delay_ms,
                           default_output=default, max_pending=args.max_pending,
                           health_interval_s=args.health_interval_s)
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from coders import CODES
 from frontend.errors import ConfigError
 
-MODES = ("coded", "equal", "none")
+MODES = ("coded", "equal", "hedged", "none")
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -36,6 +36,8 @@ class FrontendConfig:
     deadline_ms: float = 1000.0
     max_deadline_ms: float = 60_000.0
     group_timeout_ms: float = 20.0
+    hedge_delay_ms: float | None = None   # hedged mode: fixed delay; None: the percentile below
+    hedge_percentile: float = 95.0
     decode_grace_ms: float = 0.0   # 0: decode the moment it is possible (ParM); >0 trades latency for accuracy
     default_output: tuple[float, ...] | None = None
     max_pending: int = 4096
@@ -64,6 +66,12 @@ class FrontendConfig:
         for name in ("deadline_ms", "group_timeout_ms", "health_interval_s", "health_timeout_s", "connect_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.hedge_delay_ms is not None and self.hedge_delay_ms < 0:
+            raise ConfigError(f"hedge_delay_ms must be >= 0, got {self.hedge_delay_ms}")
+        if not 0 < self.hedge_percentile < 100:
+            raise ConfigError(f"hedge_percentile must be in (0, 100), got {self.hedge_percentile}")
+        if self.mode == "hedged" and len(self.all_data_workers) < 2:
+            raise ConfigError("hedged mode needs at least two replicas (--data plus --parity as extra replicas)")
         if self.decode_grace_ms < 0:
             raise ConfigError(f"decode_grace_ms must be >= 0, got {self.decode_grace_ms}")
         if self.deadline_ms > self.max_deadline_ms:
@@ -78,5 +86,6 @@ class FrontendConfig:
 
     @property
     def all_data_workers(self) -> tuple[tuple[str, int], ...]:
-        """Data workers to use: in ``equal`` mode the parity budget serves as extra replicas."""
-        return self.data + self.parity if self.mode == "equal" else self.data
+        """Data workers to use: in ``equal`` and ``hedged`` modes the parity budget serves as extra
+        replicas of the base model."""
+        return self.data + self.parity if self.mode in ("equal", "hedged") else self.data

@@ -20,6 +20,7 @@ import torch
 from coders import Code
 from frontend.errors import WorkerError
 from frontend.group import Delivery, Group
+from frontend.hedging import HedgePolicy, LatencyTracker
 from frontend.pool import WorkerPool
 from frontend.query import Answer, Query
 from frontend.stats import Stats
@@ -31,7 +32,8 @@ MAX_BACKOFF_S = 0.1
 
 class GroupRun:
     def __init__(self, pool: WorkerPool, code: Code | None, stats: Stats, backoff_s: float,
-                 on_finished: Callable[[GroupRun], None], decode_grace_s: float = 0.0) -> None:
+                 on_finished: Callable[[GroupRun], None], decode_grace_s: float = 0.0,
+                 latency: LatencyTracker | None = None, hedge: HedgePolicy | None = None) -> None:
         self.pool = pool
         self.code = code                      # None: uncoded modes
         self.stats = stats
@@ -45,6 +47,8 @@ class GroupRun:
         self.finished = False
         self.decode_grace_s = decode_grace_s  # wait this long for the real output before decoding
         self._decode_timer: asyncio.TimerHandle | None = None
+        self.latency = latency or LatencyTracker()
+        self.hedge = hedge                    # hedged mode: re-send a slow query to another replica
 
     @property
     def closed(self) -> bool:
@@ -87,6 +91,13 @@ class GroupRun:
         task.add_done_callback(self.tasks.discard)
 
     async def _run_data(self, slot: int) -> None:
+        out = await (self._fetch(slot) if self.hedge is None else self._hedged_fetch(slot))
+        if out is not None:
+            self._on_output(slot, out)
+
+    async def _fetch(self, slot: int) -> np.ndarray | None:
+        """Send slot's query to a healthy data worker, re-sending after failures; (C,) output,
+        or None once the group has finished without it."""
         inputs = self.queries[slot].inputs[None]  # (1, *S)
         tried: set[WorkerClient] = set()
         attempt = 0
@@ -94,6 +105,7 @@ class GroupRun:
             worker = self.pool.pick(self.pool.data, avoid=self.used | tried)
             if worker is not None:
                 self.used.add(worker)
+                t0 = time.perf_counter()
                 try:
                     out = await worker.infer(inputs)  # (1, C)
                 except WorkerError as exc:
@@ -101,11 +113,31 @@ class GroupRun:
                     self.stats.worker_errors += 1
                     tried.add(worker)
                 else:
-                    self._on_output(slot, out[0])
-                    return
+                    self.latency.record(time.perf_counter() - t0)
+                    return out[0]
             attempt += 1
             self.stats.retries += 1
             await asyncio.sleep(min(self.backoff_s * 2 ** min(attempt, 10), MAX_BACKOFF_S))
+        return None
+
+    async def _hedged_fetch(self, slot: int) -> np.ndarray | None:
+        """The Tail at Scale: after the hedge delay, a second copy goes to another replica; the
+        first output wins and the other copy is cancelled, so a query is answered once."""
+        assert self.hedge is not None
+        copies = [asyncio.ensure_future(self._fetch(slot))]
+        try:
+            done, _ = await asyncio.wait(copies, timeout=self.hedge.delay_s())
+            if not done:
+                self.stats.hedges += 1
+                copies.append(asyncio.ensure_future(self._fetch(slot)))  # avoids self.used: another replica
+                done, _ = await asyncio.wait(copies, return_when=asyncio.FIRST_COMPLETED)
+            winner = done.pop()
+            self.stats.hedge_wins += int(winner is not copies[0])
+            return winner.result()
+        finally:
+            for c in copies:
+                c.cancel()
+            await asyncio.gather(*copies, return_exceptions=True)
 
     async def _run_parity(self) -> None:
         assert self.code is not None and self.group is not None

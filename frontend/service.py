@@ -17,6 +17,7 @@ from frontend.config import FrontendConfig
 from frontend.dispatcher import GroupRun
 from frontend.errors import DeadlineExceeded, NotReady, Overloaded, ShuttingDown
 from frontend.grouper import Grouper
+from frontend.hedging import HedgePolicy, LatencyTracker
 from frontend.pool import WorkerPool
 from frontend.query import Answer, Query
 from frontend.stats import Stats
@@ -35,6 +36,8 @@ class Service:
         self.accepting = True
         self._leftover: set[asyncio.Task[Any]] = set()  # cancelled group tasks still unwinding
         self._monitor: asyncio.Task[None] | None = None
+        self.latency = LatencyTracker()
+        self.hedge = HedgePolicy(self.latency, cfg.hedge_delay_ms, cfg.hedge_percentile) if cfg.mode == "hedged" else None
         self.grouper = Grouper(cfg.k if cfg.coded else 1, cfg.group_timeout_ms / 1000, self._new_run)
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -135,7 +138,7 @@ class Service:
 
     def _new_run(self) -> GroupRun:
         run = GroupRun(self.pool, self.code, self.stats, self.cfg.retry_backoff_s, self._finished,
-                       decode_grace_s=self.cfg.decode_grace_ms / 1000)
+                       decode_grace_s=self.cfg.decode_grace_ms / 1000, latency=self.latency, hedge=self.hedge)
         self.runs.add(run)
         return run
 

@@ -15,6 +15,8 @@ class Stats:
     rejected_overload: int = 0
     worker_errors: int = 0
     retries: int = 0
+    hedges: int = 0                    # hedged mode: second copies sent
+    hedge_wins: int = 0                # ... that answered first
     groups: int = 0
     groups_coded: int = 0
     groups_partial: int = 0            # closed by the group timeout before k queries arrived
