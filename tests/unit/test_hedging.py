@@ -25,7 +25,7 @@ def test_adaptive_delay_uses_fallback_then_percentile() -> None:
 
 def test_percentile_is_refreshed_in_batches_and_window_is_bounded() -> None:
     tracker = LatencyTracker(size=100)
-    for _ in range(100):
+    for _ in range(RECOMPUTE_EVERY):
         tracker.record(0.001)
     assert tracker.percentile(50) == pytest.approx(0.001)
     for _ in range(RECOMPUTE_EVERY - 1):
