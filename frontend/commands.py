@@ -82,7 +82,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def default_parity_model(model: str, k: int, code: str) -> str:
-    if model.startswith("builtin:linear") or model.startswith("builtin:sleep"):
+    if model.startswith(("builtin:linear", "builtin:sleep")):
         if code != "sum":
             raise ConfigError("the built-in linear model's exact parity model needs --code sum")
         sep = "," if ":" in model[len("builtin:"):] else ":"

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,8 +19,8 @@ import pytest
 from frontend.cluster import LocalCluster, cluster_specs
 from frontend.config import FrontendConfig
 from frontend.worker_client import WorkerClient
-from workers.model import load_model
 from tests.conftest import frontend, service_of
+from workers.model import load_model
 
 pytestmark = pytest.mark.e2e
 LINEAR = load_model("builtin:linear")
@@ -81,7 +82,7 @@ async def test_crashed_worker_process_is_survived() -> None:
 
 
 def _children(pid: int) -> list[int]:
-    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True, check=False).stdout
     return [int(p) for p in out.split()]
 
 
@@ -101,20 +102,20 @@ def test_parm_up_serves_and_shuts_down_without_orphans(tmp_path) -> None:
         assert len(workers) == 3  # 2 data + 1 parity
         x = np.random.default_rng(3).random((4, 784), dtype=np.float32)
         for _ in range(100):  # readiness follows the first health probes
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready") as r:  # noqa: S310 (loopback)
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready") as r:
                 if json.load(r)["ready"]:
                     break
             time.sleep(0.05)
         req = urllib.request.Request(f"http://127.0.0.1:{port}/predict", data=json.dumps({"inputs": x.tolist()}).encode(),
                                      headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req) as r:  # noqa: S310 (loopback)
+        with urllib.request.urlopen(req) as r:
             body = json.load(r)
         np.testing.assert_allclose(np.array(body["outputs"]), LINEAR.predict(x.reshape(4, 1, 28, 28)), atol=1e-4)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
         time.sleep(0.2)
         for pid in workers:
-            assert not os.path.exists(f"/proc/{pid}") or "zombie" in open(f"/proc/{pid}/status").read().lower()
+            assert not os.path.exists(f"/proc/{pid}") or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
     finally:
         if proc.poll() is None:
             proc.kill()

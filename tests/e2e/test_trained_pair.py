@@ -3,7 +3,6 @@ stalled worker, each degraded answer equals the offline decode of the same group
 accuracy matches the offline degraded accuracy of those groups."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from frontend.config import FrontendConfig
+from tests.conftest import eventually, frontend, service_of, worker_servers
 from workers.model import load_model
 from workers.protocol import decode_tensor, encode_tensor
-from tests.conftest import eventually, frontend, service_of, worker_servers
 
 LINEAR = load_model("builtin:linear")
 PARITY = "builtin:linear:parity_k=2"

@@ -20,7 +20,7 @@ def test_subtraction_decode_is_exact_for_a_linear_model(name: str, k: int) -> No
     x = torch.rand(k, 5, 1, 28, 28, dtype=torch.float64)  # (k, B, C, H, W)
     w, b = linear_model(784)
     w, b = w.double(), b.double()
-    f = lambda t: t.flatten(1) @ w.T + b  # noqa: E731  (B, 784) -> (B, 10)
+    f = lambda t: t.flatten(1) @ w.T + b
     outs = torch.stack([f(x[i]) for i in range(k)])  # (k, B, 10)
     if name == "sum":  # the sum code's ideal parity model is F with k times the bias
         parity_out = code.encode(x)[0].flatten(1) @ w.T + k * b
