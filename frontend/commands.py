@@ -111,6 +111,8 @@ async def _up(args: argparse.Namespace) -> int:
     n_extra = max(1, args.workers // args.k) if args.mode != "none" else 0
     parity_model = args.parity_model or (default_parity_model(args.model, args.k, args.code)
                                          if args.mode == "coded" else args.model)
+    if args.mode == "coded" and not args.model.startswith("builtin:"):
+        _check_pair(args.model, parity_model, args.k, args.code)
     faults = parse_faults(args.fault, args.workers)
     specs = cluster_specs(args.workers, n_extra, args.mode, args.model, parity_model,
                           max_batch=args.max_batch, device=args.device)
@@ -132,6 +134,16 @@ async def _up(args: argparse.Namespace) -> int:
     finally:
         await cluster.stop()
     return 0
+
+
+def _check_pair(base: str, parity: str, k: int, code: str) -> None:
+    """Refuse, before starting anything, a parity model trained for another base model, k or code."""
+    from parity_models import checkpoint  # torch only for checkpoint deployments
+
+    try:
+        checkpoint.check_pair(checkpoint.load(base), checkpoint.load(parity), k, code)
+    except checkpoint.CheckpointError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def _fmt(addresses: Any) -> str:

@@ -186,3 +186,19 @@ async def test_hedged_mode_resends_a_slow_query_and_answers_once(addr) -> None:
         assert stats.answered == 4 and stats.degraded == 0  # one answer each, never decoded
         assert 1 <= stats.hedges <= 4 and stats.hedge_wins == stats.hedges
         ws[0].faults.set("none")
+
+
+async def test_parity_worker_for_another_k_is_refused_and_service_goes_uncoded(addr) -> None:
+    async with worker_servers(["builtin:linear"] * 2 + ["builtin:linear:parity_k=3"]) as ws, \
+            frontend(cfg(addr(ws[:2]), addr(ws[2:]), health_interval_s=0.05)) as c:
+        pool = service_of(c).pool
+        await eventually(lambda: pool.parity[0].refused is not None)
+        assert "k=3" in pool.parity[0].refused
+        ready = await (await c.get("/ready")).json()
+        assert ready["ready"] and ready["coded"] is False and ready["healthy_parity_workers"] == 0
+        x = images(4)
+        resp = await c.post("/predict", json={"inputs": x.tolist()})
+        body = await resp.json()
+        assert body["degraded"] == [False] * 4  # never decoded with the wrong parity model
+        np.testing.assert_allclose(np.array(body["outputs"]), LINEAR.predict(x), rtol=1e-5, atol=1e-5)
+        assert service_of(c).stats.groups_without_parity == 2
