@@ -115,7 +115,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", default="fashion-mnist", choices=DATASET_CHOICES)
     p.add_argument("--k", type=int, default=2)
     p.add_argument("--code", default="concat", choices=("sum", "concat"))
-    p.add_argument("--time-budget", type=float, default=90.0, help="seconds for parity training")
+    p.add_argument("--time-budget", type=float, default=100.0, help="at most this many seconds of parity training")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _common(p)
     p.set_defaults(func=_train_demo)

@@ -77,11 +77,9 @@ class Dataset:
 
 
 def candidate_dirs(name: str, data_dir: str | Path | None = None) -> list[Path]:
-    """Where to look for ``name``, in order; a root may hold ``<name>/`` or be the folder itself."""
-    roots: list[Path] = []
-    for explicit in (data_dir, os.environ.get("PARM_DATA")):
-        if explicit:
-            roots += [Path(explicit) / name, Path(explicit)]
+    """Where to look for ``name``, in order: each root holds ``<name>/`` (never the files themselves, since
+    MNIST and Fashion-MNIST share file names and one must not be read as the other)."""
+    roots = [Path(r) / name for r in (data_dir, os.environ.get("PARM_DATA")) if r]
     roots += [Path("/usr/share/datasets") / name, Path("data") / name]
     roots += [REPO_ROOT.parent / "shared" / "datasets" / name, Path.cwd().parent / "shared" / "datasets" / name]
     return list(dict.fromkeys(p.absolute() for p in roots))

@@ -84,3 +84,11 @@ def test_cli_registers_commands() -> None:
     assert args.func.__name__ == "_train_parity" and args.time_budget == 30.0 and args.arch == "same"
     assert parser.parse_args(["eval", "--base", "b", "--parity", "p"]).func.__name__ == "_eval"
     assert parser.parse_args(["train-base", "--dataset", "mnist", "--model", "lenet5", "--out", "o"]).epochs == 10
+
+
+def test_kl_loss_trains(base_path: Path, small: Dataset, tmp_path: Path) -> None:
+    cfg = ParityConfig(str(base_path), 2, "sum", str(tmp_path / "p.pt"), epochs=2, batch_size=64, loss="kl",
+                       device="cpu", progress=False)
+    train_parity(cfg, small)
+    history = checkpoint.load(last_path(cfg.out))["train_state"]["history"]
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
