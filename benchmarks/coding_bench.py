@@ -1,0 +1,196 @@
+"""Coding benchmark: encode + decode time per group (batch 1, 1x28x28 queries) for the sum and concat codes,
+timed exactly as the frontend calls them (dispatcher._run_parity, group.decode_now), next to a numpy fast path.
+
+    .venv/bin/python benchmarks/coding_bench.py [--quick] [--reps N]   -> benchmarks/results/coding.json
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from coders import Code, make_code  # noqa: E402
+
+SHAPE = (1, 28, 28)
+CLASSES = 10
+TARGET_US = 50.0
+RESULTS = ROOT / "benchmarks" / "results" / "coding.json"
+
+
+# -- what the frontend does today -------------------------------------------------------------
+
+def frontend_encode(code: Code, queries: list[np.ndarray]) -> np.ndarray:
+    """dispatcher._run_parity: np.stack of the k queries, torch.from_numpy, code.encode, back to numpy."""
+    stacked = torch.from_numpy(np.stack(queries)[:, None])  # (k, 1, *S)
+    return code.encode(stacked)[0].numpy()  # (1, *S)
+
+
+def frontend_decode(code: Code, outputs: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+    """group.decode_now: torch tensors from the numpy outputs, code.decode, back to numpy."""
+    available = {s: torch.tensor(v)[None] for s, v in outputs.items()}  # (1, C) each
+    return {slot: value[0].numpy() for slot, value in code.decode(available).items()}
+
+
+# -- the measured alternative: numpy only, no torch dispatch ------------------------------------
+
+def numpy_sum_encode(queries: list[np.ndarray]) -> np.ndarray:
+    acc = queries[0] + queries[1]
+    for q in queries[2:]:
+        acc += q
+    return acc[None]  # (1, *S)
+
+
+def numpy_concat_encode(code: Any, queries: list[np.ndarray]) -> np.ndarray:
+    """Area-average all k images at once as a mean of strided slices, then tile them with one transpose.
+    Valid when the grid is full and tiles divide H and W evenly (k=2 and k=4 on 28x28): the same numbers as
+    adaptive_avg_pool2d, without torch dispatch."""
+    c, h, w = queries[0].shape
+    rows, cols = code.rows, code.cols
+    if rows * cols != len(queries) or h % rows or w % cols:
+        raise ValueError("grid not full or tiles uneven; no strided-slice fast path")
+    x = np.stack(queries)  # (k, C, H, W)
+    pooled = x[:, :, ::rows, ::cols].copy()
+    for i in range(rows):
+        for j in range(cols):
+            if i or j:
+                pooled += x[:, :, i::rows, j::cols]
+    pooled *= 1.0 / (rows * cols)  # (k, C, H/rows, W/cols)
+    th, tw = h // rows, w // cols
+    return pooled.reshape(rows, cols, c, th, tw).transpose(2, 0, 3, 1, 4).reshape(1, c, h, w)
+
+
+def numpy_decode(k: int, outputs: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+    """Subtraction decode (both codes): F(X_i) = F_P(P) - sum of the other data outputs."""
+    missing = [i for i in range(k) if i not in outputs]
+    if not missing:
+        return {}
+    acc = outputs[k].copy()
+    for j in range(k):
+        if j != missing[0]:
+            acc -= outputs[j]
+    return {missing[0]: acc}
+
+
+# -- timing -------------------------------------------------------------------------------------
+
+def time_calls(fn: Callable[[], object], reps: int) -> dict[str, float]:
+    """Per-call wall time in microseconds over ``reps`` calls (after a warm-up): median, p99, mean."""
+    for _ in range(min(200, reps)):
+        fn()
+    samples = np.empty(reps)
+    clock = time.perf_counter_ns
+    for i in range(reps):
+        t0 = clock()
+        fn()
+        samples[i] = clock() - t0
+    samples /= 1000.0
+    return {"median_us": float(np.median(samples)), "p99_us": float(np.percentile(samples, 99)),
+            "mean_us": float(samples.mean())}
+
+
+def make_inputs(k: int, seed: int = 0) -> tuple[list[np.ndarray], dict[int, np.ndarray]]:
+    """k queries as the handler produces them, and the outputs present when data slot 0 is missing."""
+    rng = np.random.default_rng(seed)
+    queries = [np.ascontiguousarray(rng.random(SHAPE, dtype=np.float32)) for _ in range(k)]
+    outputs = {s: rng.standard_normal(CLASSES).astype(np.float32) for s in range(1, k + 1)}  # slot k = parity
+    return queries, outputs
+
+
+def bench_case(code_name: str, k: int, reps: int) -> list[dict[str, Any]]:
+    code = make_code(code_name, k)
+    queries, outputs = make_inputs(k)
+    check_equivalence(code, queries, outputs)
+    fast_encode: Callable[[], object] = ((lambda: numpy_sum_encode(queries)) if code_name == "sum"
+                                         else (lambda: numpy_concat_encode(code, queries)))
+    stacked = torch.from_numpy(np.stack(queries)[:, None])
+    available = {s: torch.tensor(v)[None] for s, v in outputs.items()}
+    parts: dict[str, Callable[[], object]] = {
+        "frontend encode": lambda: frontend_encode(code, queries),
+        "frontend decode": lambda: frontend_decode(code, outputs),
+        "  part: np.stack + from_numpy": lambda: torch.from_numpy(np.stack(queries)[:, None]),
+        "  part: code.encode only": lambda: code.encode(stacked),
+        "  part: torch.tensor x k": lambda: {s: torch.tensor(v)[None] for s, v in outputs.items()},
+        "  part: code.decode only": lambda: code.decode(available),
+        "numpy encode": fast_encode,
+        "numpy decode": lambda: numpy_decode(k, outputs),
+    }
+    rows = [{"code": code_name, "k": k, "op": op, **time_calls(fn, reps)} for op, fn in parts.items()]
+    rows += [total_row(code_name, k, rows, "frontend"), total_row(code_name, k, rows, "numpy")]
+    return rows
+
+
+def total_row(code_name: str, k: int, rows: list[dict[str, Any]], path: str) -> dict[str, Any]:
+    """encode + decode per group (sum of medians / of p99s: a slightly pessimistic p99)."""
+    enc = next(r for r in rows if r["op"] == f"{path} encode")
+    dec = next(r for r in rows if r["op"] == f"{path} decode")
+    total = {key: enc[key] + dec[key] for key in ("median_us", "p99_us", "mean_us")}
+    return {"code": code_name, "k": k, "op": f"{path} encode+decode", **total,
+            "meets_target": total["median_us"] <= TARGET_US}
+
+
+def check_equivalence(code: Code, queries: list[np.ndarray], outputs: dict[int, np.ndarray]) -> None:
+    """The numpy path must give the frontend's results (else its timing means nothing)."""
+    ref = frontend_encode(code, queries)
+    fast = numpy_sum_encode(queries) if code.name == "sum" else numpy_concat_encode(code, queries)
+    if not np.allclose(ref, fast, atol=1e-6):
+        raise AssertionError(f"numpy {code.name} encode differs from the frontend's")
+    ref_d, fast_d = frontend_decode(code, outputs), numpy_decode(code.k, outputs)
+    if ref_d.keys() != fast_d.keys() or not all(np.allclose(ref_d[s], fast_d[s], atol=1e-5) for s in ref_d):
+        raise AssertionError("numpy decode differs from the frontend's")
+
+
+# -- report -------------------------------------------------------------------------------------
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    lines = [f"{'code':6} {'k':>2}  {'op':32} {'median us':>10} {'p99 us':>10}  target<=50us"]
+    for r in rows:
+        mark = "" if "meets_target" not in r else ("MET" if r["meets_target"] else "MISSED")
+        lines.append(f"{r['code']:6} {r['k']:>2}  {r['op']:32} {r['median_us']:10.1f} {r['p99_us']:10.1f}  {mark}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=None, help="calls per measurement (default 20000; 2000 with --quick)")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    reps = args.reps or (2000 if args.quick else 20000)
+    torch.set_num_threads(1)  # the frontend does no intra-op parallel work on such tiny tensors
+    rows = [row for code_name in ("sum", "concat") for k in (2, 4) for row in bench_case(code_name, k, reps)]
+    print(format_table(rows))
+    report = {"benchmark": "coding", "date": dt.datetime.now().isoformat(timespec="seconds"),
+              "command": " ".join([".venv/bin/python", "benchmarks/coding_bench.py", *(argv or sys.argv[1:])]),
+              "machine": {"nproc": __import__("os").cpu_count(), "cpu": cpu_model(), "python": platform.python_version(),
+                          "torch": torch.__version__, "numpy": np.__version__},
+              "reps": reps, "target_us_per_group": TARGET_US, "query_shape": list(SHAPE), "batch": 1, "rows": rows}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,361 @@
+"""Frontend benchmark: throughput and added latency of `coded` (k=2, sum code) versus `none` pass-through, with
+builtin:linear workers, load from benchmarks/loadgen.py in its own process, and a direct worker-call baseline.
+
+    .venv/bin/python benchmarks/frontend_bench.py [--quick]   -> benchmarks/results/frontend.json
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import pstats
+import signal
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import aiohttp  # noqa: E402
+
+from frontend.cluster import LocalCluster, WorkerSpec  # noqa: E402
+
+PY = sys.executable
+LOADGEN = str(ROOT / "benchmarks" / "loadgen.py")
+RESULTS = ROOT / "benchmarks" / "results" / "frontend.json"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+TARGETS = {"throughput_ratio": 0.85, "added_p50_ms": 1.0, "added_p99_ms": 3.0}
+# Where profiled time goes, by the file a function lives in (first match wins).
+PROFILE_BUCKETS = (("aiohttp", "aiohttp"), ("torch", "torch"), ("numpy", "numpy"), ("msgpack", "msgpack"),
+                   ("json", "json"), ("logging", "logging"), ("asyncio", "asyncio"), ("selectors", "asyncio"),
+                   ("frontend/", "frontend"), ("workers/", "workers.protocol"), ("coders/", "coders"))
+
+# Runs `parm serve` under cProfile counting CPU time (not wall time: epoll waits would dominate), with
+# the heavy imports done before profiling starts, so the profile shows the serving path only.
+PROFILE_RUNNER = """
+import cProfile, sys, time
+import torch, aiohttp.web, frontend.commands, frontend.demo, workers.cli, parity_models.cli, frontend.app
+from frontend.cli import main
+out, argv = sys.argv[1], sys.argv[2:]
+prof = cProfile.Profile(time.process_time)
+prof.enable()
+try:
+    main(argv)
+finally:
+    prof.disable()
+    prof.dump_stats(out)
+"""
+
+
+@dataclass
+class Frontend:
+    mode: str
+    port: int
+    proc: asyncio.subprocess.Process
+    command: list[str]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/predict"
+
+
+# -- processes ----------------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def addrs(cluster: LocalCluster, role: str) -> str:
+    return ",".join(f"{h}:{p}" for h, p in cluster.addresses(role))
+
+
+def serve_command(cluster: LocalCluster, mode: str, port: int, log_level: str) -> list[str]:
+    cmd = [PY, "-m", "frontend.cli", "--log-level", log_level, "serve", "--port", str(port),
+           "--data", addrs(cluster, "data"), "--mode", mode, "--k", "2", "--code", "sum"]
+    return cmd + (["--parity", addrs(cluster, "parity")] if mode == "coded" else [])
+
+
+async def start_frontend(cluster: LocalCluster, mode: str, log_level: str, log_dir: Path,
+                         profile_to: Path | None = None) -> Frontend:
+    port = free_port()
+    cmd = serve_command(cluster, mode, port, log_level)
+    if profile_to is not None:
+        cmd = [PY, "-c", PROFILE_RUNNER, str(profile_to), *cmd[3:]]
+    log = open(log_dir / f"frontend-{mode}-{port}.log", "wb")  # noqa: SIM115 (lives as long as the process)
+    proc = await asyncio.create_subprocess_exec(*cmd, cwd=ROOT, stdout=log, stderr=log)
+    fe = Frontend(mode, port, proc, cmd)
+    await wait_ready(fe)
+    return fe
+
+
+async def wait_ready(fe: Frontend, timeout_s: float = 60.0) -> None:
+    """Poll /ready until the frontend has healthy workers (it knows the input shape)."""
+    end = time.monotonic() + timeout_s
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < end:
+            if fe.proc.returncode is not None:
+                raise RuntimeError(f"frontend ({fe.mode}) exited with status {fe.proc.returncode}")
+            with contextlib.suppress(aiohttp.ClientError, OSError):
+                async with session.get(f"http://127.0.0.1:{fe.port}/ready") as resp:
+                    state = await resp.json()
+                    if resp.status == 200 and (fe.mode != "coded" or state.get("coded")):
+                        return
+            await asyncio.sleep(0.2)
+    raise RuntimeError(f"frontend ({fe.mode}) not ready after {timeout_s:g} s")
+
+
+async def stop_process(proc: asyncio.subprocess.Process, sig: int = signal.SIGTERM, grace_s: float = 10.0) -> None:
+    if proc.returncode is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        await asyncio.wait_for(proc.wait(), grace_s)
+    except asyncio.TimeoutError:
+        proc.kill()
+        await proc.wait()
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a live process, from /proc/PID/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+# -- one load run -------------------------------------------------------------------------------
+
+async def run_load(target: list[str], load: list[str], duration: float, warmup: float, fmt: str,
+                   pids: dict[str, int]) -> dict[str, Any]:
+    """Run loadgen in its own process; its JSON summary plus the CPU each watched process spent per answer."""
+    cmd = [PY, LOADGEN, *target, *load, "--duration", str(duration), "--warmup", str(warmup), "--format", fmt]
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    proc = await asyncio.create_subprocess_exec(*cmd, cwd=ROOT, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE)
+    out, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"loadgen failed ({proc.returncode}): {err.decode()[-2000:]}")
+    summary: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+    answers = max(summary["ok_total"], 1)
+    summary["cpu_us_per_answer"] = {name: (cpu_seconds(pid) - before[name]) / answers * 1e6 for name, pid in pids.items()}
+    summary["cpu_us_per_answer"]["loadgen"] = summary["loadgen_cpu_s"] / answers * 1e6
+    return summary
+
+
+def brief(name: str, s: dict[str, Any]) -> str:
+    cpu = " ".join(f"{k}={v:.0f}" for k, v in s["cpu_us_per_answer"].items())
+    bad = {k: v for k, v in s["status"].items() if k != "200"}
+    return (f"  {name:<7} {s['load']:<14} achieved {s['achieved_rate']:7.1f}/s  p50 {s['p50_ms']:6.2f} ms  "
+            f"p99 {s['p99_ms']:7.2f} ms  errors {bad or 0}  cpu us/answer: {cpu}")
+
+
+# -- phases -------------------------------------------------------------------------------------
+
+async def saturation(targets: dict[str, list[str]], pids: dict[str, dict[str, int]], args: argparse.Namespace,
+                     rounds: int, fmt: str) -> dict[str, list[dict[str, Any]]]:
+    """Closed loop at ``--concurrency`` in flight, modes interleaved each round: achieved rate = capacity."""
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in targets}
+    for r in range(rounds):
+        for name, target in targets.items():
+            s = await run_load(target, ["--closed", str(args.concurrency)], args.sat_s, args.warmup_s, fmt, pids[name])
+            runs[name].append(s)
+            print(brief(name, s) + f"  [saturation {fmt}, round {r + 1}]", flush=True)
+    return runs
+
+
+async def moderate(targets: dict[str, list[str]], pids: dict[str, dict[str, int]], args: argparse.Namespace,
+                   rate: float) -> dict[str, list[dict[str, Any]]]:
+    """Open-loop Poisson at the same offered rate for every target, interleaved each round."""
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in targets}
+    for r in range(args.rounds):
+        for name, target in targets.items():
+            s = await run_load(target, ["--rate", f"{rate:.1f}", "--seed", str(r)], args.mod_s, args.warmup_s,
+                               args.format, pids[name])
+            runs[name].append(s)
+            print(brief(name, s) + f"  [moderate, round {r + 1}]", flush=True)
+    return runs
+
+
+async def profile_mode(cluster: LocalCluster, mode: str, args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
+    """Run a frontend under cProfile through a closed-loop run; where its CPU time goes."""
+    prof = log_dir / f"frontend-{mode}.prof"
+    fe = await start_frontend(cluster, mode, args.frontend_log_level, log_dir, profile_to=prof)
+    try:
+        s = await run_load(["--url", fe.url], ["--closed", str(args.concurrency)], args.profile_s, 0.5,
+                           args.format, {"frontend": fe.proc.pid})
+    finally:
+        await stop_process(fe.proc, signal.SIGINT)
+    print(brief(f"prof-{mode}", s), flush=True)
+    return summarize_profile(prof, s["ok_total"])
+
+
+def summarize_profile(path: Path, answers: int) -> dict[str, Any]:
+    stats = pstats.Stats(str(path))
+    entries = stats.stats  # type: ignore[attr-defined]
+    total = sum(v[2] for v in entries.values()) or 1e-9
+    buckets: dict[str, float] = {}
+    rows = []
+    for (file, line, func), (_cc, ncalls, tottime, _cum, _callers) in entries.items():
+        bucket = next((b for key, b in PROFILE_BUCKETS if key in file), "other" if file != "~" else builtin_bucket(func))
+        buckets[bucket] = buckets.get(bucket, 0.0) + tottime
+        rows.append((tottime, ncalls, f"{Path(file).name}:{line}({func})" if file != "~" else func))
+    rows.sort(reverse=True)
+    per = max(answers, 1)
+    return {"answers": answers, "profiled_s": total,
+            "us_per_answer_by_area": {b: t / per * 1e6 for b, t in sorted(buckets.items(), key=lambda kv: -kv[1])},
+            "top_functions": [{"function": name, "calls": n, "tottime_s": t, "share": t / total,
+                               "us_per_answer": t / per * 1e6} for t, n, name in rows[:15]]}
+
+
+def builtin_bucket(func: str) -> str:
+    if "socket" in func or "epoll" in func or "select" in func:
+        return "socket/epoll syscalls"
+    return "builtins"
+
+
+# -- report -------------------------------------------------------------------------------------
+
+def med(runs: list[dict[str, Any]], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def verdicts(sat: dict[str, list[dict[str, Any]]], mod: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    ratio = med(sat["coded"], "achieved_rate") / med(sat["none"], "achieved_rate")
+    out: dict[str, Any] = {"throughput_ratio_coded_over_none": ratio, "throughput_ratio_met": ratio >= TARGETS["throughput_ratio"]}
+    for mode in ("none", "coded"):
+        for q in ("p50", "p99"):
+            added = med(mod[mode], f"{q}_ms") - med(mod["direct"], f"{q}_ms")
+            out[f"added_{q}_ms_{mode}"] = added
+            out[f"added_{q}_met_{mode}"] = added <= TARGETS[f"added_{q}_ms"]
+    return out
+
+
+def format_tables(sat: dict[str, list[dict[str, Any]]], mod: dict[str, list[dict[str, Any]]], rate: float,
+                  v: dict[str, Any]) -> str:
+    lines = ["", "Saturation (closed loop; median over rounds)",
+             f"  {'target':<8} {'max req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'frontend cpu us/ans':>20}"]
+    for name, runs in sat.items():
+        fe_cpu = statistics.median(r["cpu_us_per_answer"].get("frontend", float("nan")) for r in runs)
+        lines.append(f"  {name:<8} {med(runs, 'achieved_rate'):10.1f} {med(runs, 'p50_ms'):8.2f} "
+                     f"{med(runs, 'p99_ms'):8.2f} {fe_cpu:20.0f}")
+    lines += [f"  throughput coded/none = {v['throughput_ratio_coded_over_none']:.3f} (target >= 0.85: "
+              f"{'MET' if v['throughput_ratio_met'] else 'MISSED'})", "",
+              f"Moderate load (Poisson {rate:.0f} req/s, same for all; median over rounds)",
+              f"  {'target':<8} {'p50 ms':>8} {'p99 ms':>8} {'added p50':>10} {'added p99':>10}"]
+    for name, runs in mod.items():
+        add50 = v.get(f"added_p50_ms_{name}")
+        add99 = v.get(f"added_p99_ms_{name}")
+        extra = "" if add50 is None else (f" {add50:10.2f} {add99:10.2f}  p50<=1ms {'MET' if v[f'added_p50_met_{name}'] else 'MISSED'},"
+                                          f" p99<=3ms {'MET' if v[f'added_p99_met_{name}'] else 'MISSED'}")
+        lines.append(f"  {name:<8} {med(runs, 'p50_ms'):8.2f} {med(runs, 'p99_ms'):8.2f}{extra}")
+    return "\n".join(lines)
+
+
+def format_profile(mode: str, prof: dict[str, Any]) -> str:
+    areas = ", ".join(f"{k} {v:.0f}" for k, v in list(prof["us_per_answer_by_area"].items())[:8])
+    top = "\n".join(f"    {f['us_per_answer']:7.1f} us/ans {100 * f['share']:5.1f}%  {f['function']}"
+                    for f in prof["top_functions"][:10])
+    return f"\nProfile, frontend {mode} (cProfile tottime, us per answer): {areas}\n{top}"
+
+
+# -- main ---------------------------------------------------------------------------------------
+
+async def bench(args: argparse.Namespace) -> dict[str, Any]:
+    log_dir = Path(tempfile.mkdtemp(prefix="frontend_bench_"))
+    specs = [WorkerSpec("data", "builtin:linear", threads=1), WorkerSpec("data", "builtin:linear", threads=1),
+             WorkerSpec("parity", "builtin:linear:parity_k=2", threads=1)]
+    cluster = LocalCluster(specs)
+    await cluster.start()
+    frontends: list[Frontend] = []
+    try:
+        frontends = [await start_frontend(cluster, mode, args.frontend_log_level, log_dir) for mode in ("none", "coded")]
+        worker_pids = {f"{w.spec.role}{i}": w.proc.pid for i, w in enumerate(cluster.workers)}
+        targets = {"direct": ["--worker", addrs(cluster, "data")], **{fe.mode: ["--url", fe.url] for fe in frontends}}
+        pids = {"direct": worker_pids, **{fe.mode: {"frontend": fe.proc.pid, **worker_pids} for fe in frontends}}
+        print(f"workers: data {addrs(cluster, 'data')}, parity {addrs(cluster, 'parity')}; logs in {log_dir}", flush=True)
+        sat = await saturation(targets, pids, args, args.rounds, args.format)
+        other_fmt = "json" if args.format == "msgpack" else "msgpack"
+        sat_other = {} if args.quick else await saturation({m: targets[m] for m in ("none", "coded")}, pids, args, 1, other_fmt)
+        rate = args.moderate_fraction * min(med(sat["none"], "achieved_rate"), med(sat["coded"], "achieved_rate"))
+        mod = await moderate(targets, pids, args, rate)
+    finally:
+        for fe in frontends:
+            await stop_process(fe.proc)
+    try:
+        profiles = {} if args.no_profile else {m: await profile_mode(cluster, m, args, log_dir) for m in ("none", "coded")}
+    finally:
+        await cluster.stop()
+    v = verdicts(sat, mod)
+    print(format_tables(sat, mod, rate, v))
+    if sat_other:
+        print(f"  {other_fmt} bodies: saturation none {med(sat_other['none'], 'achieved_rate'):.1f}/s, "
+              f"coded {med(sat_other['coded'], 'achieved_rate'):.1f}/s")
+    for mode, prof in profiles.items():
+        print(format_profile(mode, prof))
+    return {"frontend_commands": {fe.mode: " ".join(fe.command[1:]) for fe in frontends}, "moderate_rate": rate,
+            "saturation": sat, f"saturation_{other_fmt}": sat_other, "moderate": mod, "verdicts": v,
+            "targets": TARGETS, "profiles": profiles}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="~1 minute sanity run (1 round, short runs)")
+    p.add_argument("--rounds", type=int, default=None, help="interleaved rounds per phase (default 3; 1 with --quick)")
+    p.add_argument("--sat-s", type=float, default=None, help="seconds per saturation run (default 6; 3 quick)")
+    p.add_argument("--mod-s", type=float, default=None, help="seconds per moderate-load run (default 8; 4 quick)")
+    p.add_argument("--profile-s", type=float, default=None, help="seconds per profiled run (default 6; 3 quick)")
+    p.add_argument("--warmup-s", type=float, default=None, help="uncounted seconds at the start of each run")
+    p.add_argument("--concurrency", type=int, default=32, help="in-flight requests in the saturation runs")
+    p.add_argument("--moderate-fraction", type=float, default=0.5, help="moderate load as a fraction of capacity")
+    p.add_argument("--format", choices=["msgpack", "json"], default="msgpack")
+    p.add_argument("--frontend-log-level", default="WARNING", help="INFO logs every request (aiohttp access log)")
+    p.add_argument("--no-profile", action="store_true")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    args = p.parse_args(argv)
+    q = args.quick
+    for name, full, quick in (("rounds", 3, 1), ("sat_s", 6.0, 3.0), ("mod_s", 8.0, 4.0), ("profile_s", 6.0, 3.0),
+                              ("warmup_s", 1.0, 0.5)):
+        if getattr(args, name) is None:
+            setattr(args, name, quick if q else full)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    t0 = time.perf_counter()
+    result = asyncio.run(bench(args))
+    report = {"benchmark": "frontend", "date": dt.datetime.now().isoformat(timespec="seconds"),
+              "command": " ".join([".venv/bin/python", "benchmarks/frontend_bench.py", *argv]),
+              "machine": {"nproc": os.cpu_count(), "cpu": cpu_model(), "python": platform.python_version(),
+                          "loadavg_at_end": os.getloadavg()},
+              "setup": {"data_workers": 2, "parity_workers": 1, "model": "builtin:linear (784x10)", "threads": 1,
+                        "k": 2, "code": "sum", "format": args.format, "concurrency": args.concurrency,
+                        "rounds": args.rounds, "frontend_log_level": args.frontend_log_level},
+              **result, "wall_s": time.perf_counter() - t0}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nwrote {args.out} ({report['wall_s']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
