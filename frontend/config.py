@@ -12,6 +12,10 @@ from frontend.errors import ConfigError
 MODES = ("coded", "equal", "hedged", "none")
 
 
+Address = tuple[str, int] | str  # (host, port) of a parm worker, or "v2+http://host:port/model"
+V2_SCHEME = "v2+http://"
+
+
 def parse_address(text: str) -> tuple[str, int]:
     """'host:port' -> (host, port); ConfigError otherwise."""
     host, sep, port = text.strip().rpartition(":")
@@ -20,14 +24,28 @@ def parse_address(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def parse_addresses(text: str) -> tuple[tuple[str, int], ...]:
-    return tuple(parse_address(a) for a in text.split(",") if a.strip())
+def parse_worker(text: str) -> Address:
+    """A worker address: 'host:port' (parm worker) or 'v2+http://host:port/model' (any Open
+    Inference Protocol server: Triton, MLServer, KServe runtimes)."""
+    text = text.strip()
+    if text.startswith(V2_SCHEME):
+        rest = text[len(V2_SCHEME):]
+        hostport, sep, model = rest.partition("/")
+        if not sep or not model or "/" in model:
+            raise ConfigError(f"V2 worker address {text!r} is not v2+http://HOST:PORT/MODEL")
+        parse_address(hostport)
+        return text
+    return parse_address(text)
+
+
+def parse_addresses(text: str) -> tuple[Address, ...]:
+    return tuple(parse_worker(a) for a in text.split(",") if a.strip())
 
 
 @dataclass(frozen=True)
 class FrontendConfig:
-    data: tuple[tuple[str, int], ...]
-    parity: tuple[tuple[str, int], ...] = ()
+    data: tuple[Address, ...]
+    parity: tuple[Address, ...] = ()
     k: int = 2
     code: str = "concat"
     mode: str = "coded"
@@ -85,7 +103,7 @@ class FrontendConfig:
         return self.mode == "coded"
 
     @property
-    def all_data_workers(self) -> tuple[tuple[str, int], ...]:
+    def all_data_workers(self) -> tuple[Address, ...]:
         """Data workers to use: in ``equal`` and ``hedged`` modes the parity budget serves as extra
         replicas of the base model."""
         return self.data + self.parity if self.mode in ("equal", "hedged") else self.data

@@ -11,19 +11,28 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from frontend.config import FrontendConfig
+from frontend.config import Address, FrontendConfig
 from frontend.worker_client import WorkerClient
 
 log = logging.getLogger(__name__)
 
 
+def make_client(address: Address, role: str, cfg: FrontendConfig) -> WorkerClient:
+    """A client for a parm worker (host, port), or for a V2 server ("v2+http://host:port/model")."""
+    opts = {"connect_timeout_s": cfg.connect_timeout_s, "health_interval_s": cfg.health_interval_s,
+            "health_timeout_s": cfg.health_timeout_s}
+    if isinstance(address, str):
+        from frontend.v2_worker import V2WorkerClient  # aiohttp client only where V2 workers are used
+
+        return V2WorkerClient(address, role, **opts)  # type: ignore[return-value]
+    return WorkerClient(address[0], address[1], role, **opts)
+
+
 class WorkerPool:
     def __init__(self, cfg: FrontendConfig) -> None:
         self.cfg = cfg
-        opts = dict(connect_timeout_s=cfg.connect_timeout_s, health_interval_s=cfg.health_interval_s,
-                    health_timeout_s=cfg.health_timeout_s)
-        self.data = [WorkerClient(h, p, "data", **opts) for h, p in cfg.all_data_workers]
-        self.parity = [WorkerClient(h, p, "parity", **opts) for h, p in (cfg.parity if cfg.coded else ())]
+        self.data = [make_client(a, "data", cfg) for a in cfg.all_data_workers]
+        self.parity = [make_client(a, "parity", cfg) for a in (cfg.parity if cfg.coded else ())]
         self._rr = itertools.count()
 
     @property
