@@ -42,6 +42,10 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fault", default="none", help="fault injection spec, e.g. delay:ms=20+error:p=0.1")
     parser.add_argument("--max-frame", type=_int_at_least(MIN_FRAME), default=DEFAULT_MAX_FRAME,
                         help=f"largest accepted frame in bytes (default {DEFAULT_MAX_FRAME})")
+    parser.add_argument("--service-time", default=None, metavar="DIST",
+                        help="calibrated per-batch service time for any model: fixed:ms=F | exp:mean_ms=F | "
+                        "lognormal:median_ms=F,sigma=S | file:PATH.json (list of ms). Outputs stay the real "
+                        "model's; after real inference the worker sleeps the rest of the drawn time")
     parser.add_argument("--threads", type=_int_at_least(0), default=0,
                         help="torch intra-op threads (0 = torch default); 1 suits many workers per host")
 
@@ -60,14 +64,18 @@ def run_worker(args: argparse.Namespace) -> int:
     import torch
 
     from workers.faults import parse
-    from workers.model import load_model
+    from workers.model import load_model, parse_service_time
     from workers.server import serve_forever
 
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
         parse(args.fault)  # fail before the slow model load
+        batch_time = parse_service_time(args.service_time) if args.service_time else None
         model = load_model(args.model, args.device)
+        if batch_time is not None:  # replaces a builtin's own sleep_ms/jitter_ms
+            model.batch_time = batch_time
+            model.info["service_time"] = args.service_time
     except ValueError as exc:  # CheckpointError is a ValueError
         print(f"parm worker: {exc}", file=sys.stderr)
         return 2

@@ -10,14 +10,18 @@ Spec grammar (whitespace-free; several faults joined with ``+``)::
     fault  := NAME [":" key=value ("," key=value)*]
     delay  : ms=F | mean_ms=F (aliases, required), dist=fixed|uniform|exp (default fixed), p=F
              fixed sleeps F ms; uniform draws from [0, 2F]; exp has mean F
-    stall  : [p=F]     hang until the spec is next changed, then proceed normally
+    stall  : [p=F]     hang until a spec without ``stall`` is set, then proceed normally
+    slow   : factor=F  (F >= 1) every batch's service time is multiplied by F while the spec holds
+             (read by the server when a batch starts; see workers.model.LoadedModel.run_batch)
     error  : [p=F]     reply with an error message instead of a result
     drop   : [p=F]     close the request's connection without replying
     crash  : [after=N] serve N more requests normally, then exit the process at once (default 0)
 
 ``p`` (default 1) is the probability that the fault applies to a given request. Example:
 ``delay:mean_ms=20,dist=exp,p=0.1+error:p=0.01``. Parse errors raise ValueError naming the part.
-A spec change also releases requests waiting in a delay, not only stalled ones.
+Spec changes are frequent in benchmarks (each contention window sets a new spec), so a change
+releases stalled requests only when the new spec has no ``stall``; a request already in a
+``delay`` always sleeps its whole sampled time.
 """
 from __future__ import annotations
 
@@ -38,18 +42,21 @@ FAULT_KEYS: dict[str, frozenset[str]] = {
     "error": frozenset({"p"}),
     "drop": frozenset({"p"}),
     "crash": frozenset({"after"}),
+    "slow": frozenset({"factor"}),
 }
 
 
 @dataclass(frozen=True)
 class Fault:
-    """One parsed fault. ``mean_ms``/``dist`` matter for delay only, ``after`` for crash only."""
+    """One parsed fault. ``mean_ms``/``dist`` matter for delay only, ``after`` for crash only,
+    ``factor`` for slow only."""
 
     kind: str
     p: float = 1.0
     mean_ms: float = 0.0
     dist: str = "fixed"
     after: int = 0
+    factor: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -104,6 +111,8 @@ def _build(name: str, params: dict[str, str]) -> Fault:
         if after < 0:
             raise ValueError("after must be >= 0")
         return Fault("crash", after=after)
+    if name == "slow":
+        return _build_slow(params)
     if name != "delay":
         return Fault(name, p=p)
     if ("ms" in params) == ("mean_ms" in params):
@@ -115,6 +124,24 @@ def _build(name: str, params: dict[str, str]) -> Fault:
     if dist not in DISTS:
         raise ValueError(f"dist={dist!r} unknown; use one of {', '.join(DISTS)}")
     return Fault("delay", p=p, mean_ms=mean_ms, dist=dist)
+
+
+def _build_slow(params: dict[str, str]) -> Fault:
+    if "factor" not in params:
+        raise ValueError("slow needs factor=F")
+    factor = float(params["factor"])
+    if not factor >= 1.0:  # also rejects NaN
+        raise ValueError(f"factor={factor} must be >= 1")
+    return Fault("slow", factor=factor)
+
+
+def slow_factor(faults: tuple[Fault, ...]) -> float:
+    """The product of the spec's slow factors (1.0 when there is none)."""
+    factor = 1.0
+    for f in faults:
+        if f.kind == "slow":
+            factor *= f.factor
+    return factor
 
 
 def sample_delay_ms(fault: Fault, rng: random.Random) -> float:
@@ -131,6 +158,8 @@ def decide(faults: tuple[Fault, ...], rng: random.Random, served: int) -> Action
     for f in faults:
         if f.kind == "crash":
             crash = crash or served >= f.after
+            continue
+        if f.kind == "slow":  # applied per batch by the server; no draw, so delays keep their sequence
             continue
         if rng.random() >= f.p:  # draw even when p == 1 so sequences do not depend on p
             continue
@@ -149,9 +178,10 @@ class FaultInjector:
                  exit_fn: Callable[[int], object] = os._exit) -> None:
         self._rng = rng or random.Random()
         self._exit = exit_fn  # injectable so tests can observe a crash without dying
-        self._changed = asyncio.Event()  # set (and replaced) whenever the spec changes
+        self._unstall = asyncio.Event()  # set (and replaced) when a spec without stall is installed
         self._spec = "none"
         self._faults: tuple[Fault, ...] = ()
+        self.slow_factor = 1.0  # service-time multiplier for batches started under this spec
         self._served = 0
         self.set(spec)
 
@@ -160,11 +190,14 @@ class FaultInjector:
         return self._spec
 
     def set(self, spec: str) -> None:
-        """Install a new spec (ValueError keeps the old one) and release stalled/delayed requests."""
+        """Install a new spec (ValueError keeps the old one). Stalled requests are released only
+        if the new spec has no stall; requests in a delay keep sleeping their sampled time."""
         faults = parse(spec)
         self._spec, self._faults, self._served = (spec.strip() or "none"), faults, 0
-        self._changed.set()
-        self._changed = asyncio.Event()
+        self.slow_factor = slow_factor(faults)
+        if not any(f.kind == "stall" for f in faults):
+            self._unstall.set()
+            self._unstall = asyncio.Event()
 
     def next_action(self) -> Action:
         action = decide(self._faults, self._rng, self._served)
@@ -178,23 +211,13 @@ class FaultInjector:
             log.error("fault injection: crashing the worker process now (spec %r)", self._spec)
             self._exit(1)
             raise InjectedDrop("crashed")  # only reached when exit_fn is a test stub
-        changed = self._changed
         if action.stall:
-            await changed.wait()
-            return  # the spec changed: proceed normally, ignoring the rest of the old action
-        if action.delay_s > 0 and await _wait(changed, action.delay_s):
-            return
+            await self._unstall.wait()
+            return  # the stall was lifted: proceed normally, ignoring the rest of the old action
+        if action.delay_s > 0:
+            await asyncio.sleep(action.delay_s)
         if action.drop:
             raise InjectedDrop("fault injection: connection dropped")
         if action.error:
             raise InjectedError(f"fault injection: error (spec {self._spec!r})")
 
-
-async def _wait(event: asyncio.Event, seconds: float) -> bool:
-    """Sleep up to ``seconds``; True if ``event`` was set first."""
-    try:
-        async with asyncio.timeout(seconds):
-            await event.wait()
-    except TimeoutError:
-        return False
-    return True

@@ -2,10 +2,13 @@
 
 Data flow: frontend -> worker_client -> [wire] -> workers.server -> **workers.model** (torch).
 Builtins (``builtin:linear``, ``builtin:sleep``) need no files, so tests and latency studies
-can start workers instantly with identical weights in every process.
+can start workers instantly with identical weights in every process. ``parse_service_time`` gives
+any model a calibrated per-batch service time (``parm worker --service-time``) for benchmarks.
 """
 from __future__ import annotations
 
+import json
+import math
 import random
 import time
 from collections.abc import Callable
@@ -40,13 +43,26 @@ class LoadedModel:
     info: dict[str, Any]
     # Seconds of extra service time per batch (0 = none); called once per batch so jitter varies.
     service_time: Callable[[], float] = field(default=lambda: 0.0)
+    # Calibrated mode (--service-time): the *total* seconds each batch takes; None = off.
+    batch_time: Callable[[], float] | None = None
 
-    def run_batch(self, inputs: np.ndarray) -> np.ndarray:
-        """Predict, then sleep the synthetic service time; blocking, so call it from a thread."""
+    def run_batch(self, inputs: np.ndarray, slow: float = 1.0) -> np.ndarray:
+        """Predict, then sleep; blocking, so call it from a thread.
+
+        Without ``batch_time``: real inference, then ``service_time()`` extra (additive).
+        With it: the batch takes max(drawn, inference) in total (the rest is slept after the
+        real inference). Either way a ``slow`` factor F stretches the whole service time S
+        (inference + sleep) to F*S by sleeping (F-1)*S more."""
+        t0 = time.perf_counter()
         outputs = self.predict(inputs)
-        delay = self.service_time()
-        if delay > 0:
-            time.sleep(delay)
+        inference = time.perf_counter() - t0
+        if self.batch_time is not None:
+            total = max(self.batch_time(), inference)
+        else:
+            total = inference + max(self.service_time(), 0.0)
+        remaining = slow * total - inference
+        if remaining > 0:
+            time.sleep(remaining)
         return outputs
 
 
@@ -157,6 +173,66 @@ def _load_builtin(spec: str, device: str) -> LoadedModel:
     def service_time() -> float:  # seconds; uniform jitter in [0, jitter_ms] on top of sleep_ms
         return (sleep_ms + (rng.uniform(0, jitter_ms) if jitter_ms else 0.0)) / 1000.0
     return LoadedModel(make_predict(module, device), LINEAR_INPUT_SHAPE, LINEAR_CLASSES, info, service_time)
+
+
+SERVICE_TIME_KEYS: dict[str, frozenset[str]] = {
+    "fixed": frozenset({"ms"}),
+    "exp": frozenset({"mean_ms", "seed"}),
+    "lognormal": frozenset({"median_ms", "sigma", "seed"}),
+    "file": frozenset(),
+}
+
+
+def parse_service_time(spec: str) -> Callable[[], float]:
+    """``--service-time`` text -> a sampler of per-batch service times in seconds.
+
+    fixed:ms=F | exp:mean_ms=F[,seed=N] | lognormal:median_ms=F,sigma=S[,seed=N] |
+    file:PATH.json (a JSON list of milliseconds, or {"samples_ms": [...]}; drawn uniformly
+    with replacement, i.e. the empirical distribution). ValueError names the problem."""
+    name, _, rest = spec.partition(":")
+    if name == "file":
+        return _empirical_sampler(Path(rest))
+    if name not in SERVICE_TIME_KEYS:
+        raise ValueError(f"unknown service time {spec!r}; use fixed:ms=, exp:mean_ms=, "
+                         "lognormal:median_ms=,sigma= or file:PATH.json")
+    params: dict[str, str] = {}
+    for item in filter(None, rest.split(",")):
+        key, eq, value = item.partition("=")
+        if not eq or key not in SERVICE_TIME_KEYS[name]:
+            raise ValueError(f"bad parameter {item!r} in service time {spec!r}; "
+                             f"{name} accepts {sorted(SERVICE_TIME_KEYS[name])}")
+        params[key] = value
+    # Unseeded by default, so identical workers do not straggle in lockstep.
+    rng = random.Random(_number(params, "seed", 0, int) if "seed" in params else None)
+    if name == "fixed":
+        ms = _required(params, "ms", spec)
+        return lambda: ms / 1000.0
+    if name == "exp":
+        mean = _required(params, "mean_ms", spec)
+        return lambda: rng.expovariate(1.0 / mean) / 1000.0 if mean > 0 else 0.0
+    median, sigma = _required(params, "median_ms", spec), _required(params, "sigma", spec)
+    mu = math.log(median) if median > 0 else -math.inf
+    return lambda: rng.lognormvariate(mu, sigma) / 1000.0 if median > 0 else 0.0
+
+
+def _required(params: dict[str, str], key: str, spec: str) -> float:
+    if key not in params:
+        raise ValueError(f"service time {spec!r} needs {key}=")
+    return float(_number(params, key, 0.0))
+
+
+def _empirical_sampler(path: Path) -> Callable[[], float]:
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"cannot read service-time file {path}: {exc}") from None
+    samples = raw.get("samples_ms") if isinstance(raw, dict) else raw
+    if not isinstance(samples, list) or not samples or not all(
+            isinstance(v, (int, float)) and v >= 0 for v in samples):
+        raise ValueError(f"service-time file {path}: want a non-empty list of ms >= 0 (or {{\"samples_ms\": [...]}})")
+    rng = random.Random(0)
+    seconds = [float(v) / 1000.0 for v in samples]
+    return lambda: rng.choice(seconds)
 
 
 def plain(obj: Any) -> Any:

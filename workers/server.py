@@ -7,6 +7,7 @@ dynamic batcher concatenates queued inputs and runs one inference at a time in a
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import signal
@@ -209,8 +210,10 @@ class WorkerServer:
             if not batch:
                 continue
             x = np.concatenate([p.inputs for p in batch])  # (sum B_i, *S)
+            # A slow (contention) spec applies to the batches that start while it holds.
+            run = functools.partial(self.model.run_batch, x, self.faults.slow_factor)
             try:
-                y = await loop.run_in_executor(self._executor, self.model.run_batch, x)  # (sum B_i, C)
+                y = await loop.run_in_executor(self._executor, run)  # (sum B_i, C)
             except Exception as exc:  # model failures go back to each request as an error reply
                 log.exception("inference failed on a batch of %d", len(x))
                 _fail(batch, ValueError(f"inference failed: {exc}"))
