@@ -1,5 +1,6 @@
 """Coding benchmark: encode + decode time per group (batch 1, 1x28x28 queries) for the sum and concat codes,
-timed exactly as the frontend calls them (dispatcher._run_parity, group.decode_now), next to a numpy fast path.
+timed as the frontend calls them (numpy arrays: dispatcher._run_parity, group.decode_now), next to the
+same coders on torch tensors (the training path).
 
     .venv/bin/python benchmarks/coding_bench.py [--quick] [--reps N]   -> benchmarks/results/coding.json
 """
@@ -18,10 +19,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from coders import Code, make_code  # noqa: E402
+from coders import Code, make_code
 
 SHAPE = (1, 28, 28)
 CLASSES = 10
@@ -29,58 +30,25 @@ TARGET_US = 50.0
 RESULTS = ROOT / "benchmarks" / "results" / "coding.json"
 
 
-# -- what the frontend does today -------------------------------------------------------------
+# -- what the frontend does (numpy in, numpy out: dispatcher._run_parity, group.decode_now) ------
 
 def frontend_encode(code: Code, queries: list[np.ndarray]) -> np.ndarray:
-    """dispatcher._run_parity: np.stack of the k queries, torch.from_numpy, code.encode, back to numpy."""
-    stacked = torch.from_numpy(np.stack(queries)[:, None])  # (k, 1, *S)
-    return code.encode(stacked)[0].numpy()  # (1, *S)
+    return code.encode(np.stack(queries)[:, None])[0]  # (k, 1, *S) -> (1, *S)
 
 
 def frontend_decode(code: Code, outputs: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
-    """group.decode_now: torch tensors from the numpy outputs, code.decode, back to numpy."""
+    return {slot: v[0] for slot, v in code.decode({s: o[None] for s, o in outputs.items()}).items()}
+
+
+# -- the same code on torch tensors (the training path; what the frontend did before) --------------
+
+def torch_encode(code: Code, queries: list[np.ndarray]) -> np.ndarray:
+    return code.encode(torch.from_numpy(np.stack(queries)[:, None]))[0].numpy()
+
+
+def torch_decode(code: Code, outputs: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
     available = {s: torch.tensor(v)[None] for s, v in outputs.items()}  # (1, C) each
     return {slot: value[0].numpy() for slot, value in code.decode(available).items()}
-
-
-# -- the measured alternative: numpy only, no torch dispatch ------------------------------------
-
-def numpy_sum_encode(queries: list[np.ndarray]) -> np.ndarray:
-    acc = queries[0] + queries[1]
-    for q in queries[2:]:
-        acc += q
-    return acc[None]  # (1, *S)
-
-
-def numpy_concat_encode(code: Any, queries: list[np.ndarray]) -> np.ndarray:
-    """Area-average all k images at once as a mean of strided slices, then tile them with one transpose.
-    Valid when the grid is full and tiles divide H and W evenly (k=2 and k=4 on 28x28): the same numbers as
-    adaptive_avg_pool2d, without torch dispatch."""
-    c, h, w = queries[0].shape
-    rows, cols = code.rows, code.cols
-    if rows * cols != len(queries) or h % rows or w % cols:
-        raise ValueError("grid not full or tiles uneven; no strided-slice fast path")
-    x = np.stack(queries)  # (k, C, H, W)
-    pooled = x[:, :, ::rows, ::cols].copy()
-    for i in range(rows):
-        for j in range(cols):
-            if i or j:
-                pooled += x[:, :, i::rows, j::cols]
-    pooled *= 1.0 / (rows * cols)  # (k, C, H/rows, W/cols)
-    th, tw = h // rows, w // cols
-    return pooled.reshape(rows, cols, c, th, tw).transpose(2, 0, 3, 1, 4).reshape(1, c, h, w)
-
-
-def numpy_decode(k: int, outputs: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
-    """Subtraction decode (both codes): F(X_i) = F_P(P) - sum of the other data outputs."""
-    missing = [i for i in range(k) if i not in outputs]
-    if not missing:
-        return {}
-    acc = outputs[k].copy()
-    for j in range(k):
-        if j != missing[0]:
-            acc -= outputs[j]
-    return {missing[0]: acc}
 
 
 # -- timing -------------------------------------------------------------------------------------
@@ -112,22 +80,14 @@ def bench_case(code_name: str, k: int, reps: int) -> list[dict[str, Any]]:
     code = make_code(code_name, k)
     queries, outputs = make_inputs(k)
     check_equivalence(code, queries, outputs)
-    fast_encode: Callable[[], object] = ((lambda: numpy_sum_encode(queries)) if code_name == "sum"
-                                         else (lambda: numpy_concat_encode(code, queries)))
-    stacked = torch.from_numpy(np.stack(queries)[:, None])
-    available = {s: torch.tensor(v)[None] for s, v in outputs.items()}
     parts: dict[str, Callable[[], object]] = {
-        "frontend encode": lambda: frontend_encode(code, queries),
-        "frontend decode": lambda: frontend_decode(code, outputs),
-        "  part: np.stack + from_numpy": lambda: torch.from_numpy(np.stack(queries)[:, None]),
-        "  part: code.encode only": lambda: code.encode(stacked),
-        "  part: torch.tensor x k": lambda: {s: torch.tensor(v)[None] for s, v in outputs.items()},
-        "  part: code.decode only": lambda: code.decode(available),
-        "numpy encode": fast_encode,
-        "numpy decode": lambda: numpy_decode(k, outputs),
+        "numpy encode": lambda: frontend_encode(code, queries),
+        "numpy decode": lambda: frontend_decode(code, outputs),
+        "torch encode": lambda: torch_encode(code, queries),
+        "torch decode": lambda: torch_decode(code, outputs),
     }
     rows = [{"code": code_name, "k": k, "op": op, **time_calls(fn, reps)} for op, fn in parts.items()]
-    rows += [total_row(code_name, k, rows, "frontend"), total_row(code_name, k, rows, "numpy")]
+    rows += [total_row(code_name, k, rows, "numpy"), total_row(code_name, k, rows, "torch")]
     return rows
 
 
@@ -141,14 +101,12 @@ def total_row(code_name: str, k: int, rows: list[dict[str, Any]], path: str) -> 
 
 
 def check_equivalence(code: Code, queries: list[np.ndarray], outputs: dict[int, np.ndarray]) -> None:
-    """The numpy path must give the frontend's results (else its timing means nothing)."""
-    ref = frontend_encode(code, queries)
-    fast = numpy_sum_encode(queries) if code.name == "sum" else numpy_concat_encode(code, queries)
-    if not np.allclose(ref, fast, atol=1e-6):
-        raise AssertionError(f"numpy {code.name} encode differs from the frontend's")
-    ref_d, fast_d = frontend_decode(code, outputs), numpy_decode(code.k, outputs)
+    """Both paths must give the same numbers (else their timings mean nothing)."""
+    if not np.allclose(frontend_encode(code, queries), torch_encode(code, queries), atol=1e-6):
+        raise AssertionError(f"numpy and torch {code.name} encodes differ")
+    ref_d, fast_d = torch_decode(code, outputs), frontend_decode(code, outputs)
     if ref_d.keys() != fast_d.keys() or not all(np.allclose(ref_d[s], fast_d[s], atol=1e-5) for s in ref_d):
-        raise AssertionError("numpy decode differs from the frontend's")
+        raise AssertionError("numpy and torch decodes differ")
 
 
 # -- report -------------------------------------------------------------------------------------

@@ -2,14 +2,19 @@
 state the parity model's training target, and decode missing outputs.
 
 Shared by the frontend (serving) and parity_models (training), so the coding math exists once.
-Slots are numbered 0..k-1 for data and k..k+r-1 for parity throughout the project.
+Every operation accepts numpy arrays (the frontend: no torch dispatch on its hot path) or torch
+tensors (training), and returns the same kind. Slots are 0..k-1 for data, k..k+r-1 for parity.
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
+from typing import TypeVar
 
+import numpy as np
 import torch
+
+Array = TypeVar("Array", np.ndarray, torch.Tensor)
 
 
 class CodingError(ValueError):
@@ -36,21 +41,21 @@ class Code(ABC):
         """Raise CodingError if queries of this per-query ``shape`` cannot be encoded."""
 
     @abstractmethod
-    def encode(self, queries: torch.Tensor) -> torch.Tensor:
+    def encode(self, queries: Array) -> Array:
         """queries: (k, B, *S) -> parity queries (r, B, *S)."""
 
     @abstractmethod
-    def target(self, outputs: torch.Tensor) -> torch.Tensor:
+    def target(self, outputs: Array) -> Array:
         """Base-model outputs (k, B, C) -> what the r parity models should output (r, B, C)."""
 
     @abstractmethod
-    def decode(self, available: Mapping[int, torch.Tensor]) -> dict[int, torch.Tensor]:
+    def decode(self, available: Mapping[int, Array]) -> dict[int, Array]:
         """Outputs by slot (each (B, C)) -> the missing data outputs by slot.
 
         Raises CodingError when the erasures exceed what the code tolerates.
         """
 
-    def missing_data_slots(self, available: Mapping[int, torch.Tensor]) -> list[int]:
+    def missing_data_slots(self, available: Mapping[int, Array]) -> list[int]:
         return [i for i in range(self.k) if i not in available]
 
 
@@ -63,12 +68,12 @@ class SubtractionCode(Code):
             raise CodingError(f"{self.name} code supports r=1 only, got r={r}")
         super().__init__(k, r)
 
-    def target(self, outputs: torch.Tensor) -> torch.Tensor:
-        if outputs.dim() < 2 or outputs.shape[0] != self.k:
+    def target(self, outputs: Array) -> Array:
+        if outputs.ndim < 2 or outputs.shape[0] != self.k:
             raise CodingError(f"expected outputs of shape (k={self.k}, B, C), got {tuple(outputs.shape)}")
-        return outputs.sum(dim=0, keepdim=True)  # (1, B, C)
+        return outputs.sum(axis=0, keepdims=True)  # (1, B, C)
 
-    def decode(self, available: Mapping[int, torch.Tensor]) -> dict[int, torch.Tensor]:
+    def decode(self, available: Mapping[int, Array]) -> dict[int, Array]:
         missing = self.missing_data_slots(available)
         if not missing:
             return {}
@@ -77,12 +82,9 @@ class SubtractionCode(Code):
                 f"cannot decode: missing data slots {missing}, parity "
                 f"{'present' if self.k in available else 'missing'} (tolerates one erasure)"
             )
-        acc = available[self.k].clone()
-        for j in range(self.k):
-            if j != missing[0]:
-                acc -= available[j]
-        return {missing[0]: acc}
+        others = sum(available[j] for j in range(self.k) if j != missing[0])  # (B, C)
+        return {missing[0]: available[self.k] - others}
 
-    def decode_batch(self, data_out: torch.Tensor, parity_out: torch.Tensor, missing: int) -> torch.Tensor:
+    def decode_batch(self, data_out: Array, parity_out: Array, missing: int) -> Array:
         """Vectorised decode for training/eval: data_out (k, B, C), parity_out (B, C) -> (B, C)."""
         return parity_out - (data_out.sum(dim=0) - data_out[missing])

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from coders.base import CodingError, SubtractionCode
+from coders.base import Array, CodingError, SubtractionCode
 
 
 def grid_for(k: int) -> tuple[int, int]:
@@ -47,15 +48,49 @@ class ConcatCode(SubtractionCode):
         return [(rb[i // self.cols], rb[i // self.cols + 1], cb[i % self.cols], cb[i % self.cols + 1])
                 for i in range(self.k)]
 
-    def encode(self, queries: torch.Tensor) -> torch.Tensor:
-        if queries.dim() < 3 or queries.shape[0] != self.k:
+    def encode(self, queries: Array) -> Array:
+        if queries.ndim < 3 or queries.shape[0] != self.k:
             raise CodingError(f"expected queries of shape (k={self.k}, B, [C,] H, W), got {tuple(queries.shape)}")
         self.check_input_shape(tuple(queries.shape[2:]))
-        squeeze = queries.dim() == 4  # (k, B, H, W): add a channel axis
-        x = queries.unsqueeze(2) if squeeze else queries  # (k, B, C, H, W)
+        squeeze = queries.ndim == 4  # (k, B, H, W): add a channel axis
+        x = queries[:, :, None] if squeeze else queries  # (k, B, C, H, W)
         h, w = x.shape[-2:]
-        out = x.new_zeros(x.shape[1:])  # (B, C, H, W)
+        out = self._tile_even(x) if h % self.rows == 0 and w % self.cols == 0 else self._tile_any(x)
+        out = out[None]  # (1, B, C, H, W)
+        return out[:, :, 0] if squeeze else out
+
+    def _tile_even(self, x: Array) -> Array:
+        """All k images pooled in one block mean and tiled by one transpose (the grid divides the
+        image): (k, B, C, H, W) -> (B, C, H, W). Empty tiles of a partial grid stay black."""
+        k, bsz, c, h, w = x.shape
+        rows, cols = self.rows, self.cols
+        th, tw = h // rows, w // cols
+        pooled = x.reshape(k, bsz, c, th, rows, tw, cols).mean(axis=(4, 6))  # (k, B, C, th, tw)
+        if k < rows * cols:
+            pad = (np.zeros if isinstance(x, np.ndarray) else torch.zeros)((rows * cols - k, bsz, c, th, tw),
+                                                                          dtype=pooled.dtype)
+            pooled = np.concatenate([pooled, pad]) if isinstance(x, np.ndarray) else torch.cat([pooled, pad])
+        grid = pooled.reshape(rows, cols, bsz, c, th, tw)
+        axes = (2, 3, 0, 4, 1, 5)  # -> (B, C, rows, th, cols, tw)
+        grid = grid.transpose(axes) if isinstance(grid, np.ndarray) else grid.permute(axes)
+        return grid.reshape(bsz, c, h, w)
+
+    def _tile_any(self, x: Array) -> Array:
+        """Tile by tile, for sizes the grid does not divide: (k, B, C, H, W) -> (B, C, H, W)."""
+        h, w = x.shape[-2:]
+        out = np.zeros_like(x[0]) if isinstance(x, np.ndarray) else torch.zeros_like(x[0])
         for i, (t, b, l, r) in enumerate(self.tiles(h, w)):
-            out[:, :, t:b, l:r] = F.adaptive_avg_pool2d(x[i], (b - t, r - l))
-        out = out.unsqueeze(0)  # (1, B, C, H, W)
-        return out.squeeze(2) if squeeze else out
+            out[:, :, t:b, l:r] = _area_downsample(x[i], b - t, r - l)
+        return out
+
+
+def _area_downsample(img: Array, th: int, tw: int) -> Array:
+    """(B, C, H, W) -> (B, C, th, tw) by area averaging. When the factors are whole numbers (the
+    usual case: 28 -> 14) it is a block mean, the same in numpy and torch; otherwise torch's
+    adaptive average pooling, whose windows overlap as the sizes require."""
+    bsz, c, h, w = img.shape
+    if h % th == 0 and w % tw == 0:
+        return img.reshape(bsz, c, th, h // th, tw, w // tw).mean(axis=(3, 5))
+    if isinstance(img, np.ndarray):
+        return F.adaptive_avg_pool2d(torch.from_numpy(np.ascontiguousarray(img)), (th, tw)).numpy()
+    return F.adaptive_avg_pool2d(img, (th, tw))

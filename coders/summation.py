@@ -5,15 +5,13 @@ with k times the bias.
 """
 from __future__ import annotations
 
-import torch
-
-from coders.base import CodingError, SubtractionCode
+from coders.base import Array, CodingError, SubtractionCode
 
 
 class SumCode(SubtractionCode):
     name = "sum"
 
-    def encode(self, queries: torch.Tensor) -> torch.Tensor:
-        if queries.dim() < 2 or queries.shape[0] != self.k:
+    def encode(self, queries: Array) -> Array:
+        if queries.ndim < 2 or queries.shape[0] != self.k:
             raise CodingError(f"expected queries of shape (k={self.k}, B, ...), got {tuple(queries.shape)}")
-        return queries.sum(dim=0, keepdim=True)  # (1, B, *S)
+        return queries.sum(axis=0, keepdims=True)  # (1, B, *S)

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from enum import Enum
 
 import numpy as np
-import torch
 
 from coders import Code, CodingError
 
@@ -91,7 +90,7 @@ class Group:
         if not self.can_decode():
             return []
         assert self.code is not None
-        available = {s: torch.tensor(v)[None] for s, v in self.outputs.items()}  # (1, C) each
+        available = {s: v[None] for s, v in self.outputs.items()}  # (1, C) each, numpy
         try:
             decoded = self.code.decode(available)
         except CodingError:
@@ -100,5 +99,5 @@ class Group:
         for slot, value in decoded.items():
             if slot not in self.answered:
                 self.answered.add(slot)
-                out.append(Delivery(slot, value[0].numpy(), degraded=True))
+                out.append(Delivery(slot, value[0], degraded=True))
         return out

@@ -1,6 +1,7 @@
 """Coders: exact round trip on a linear model, tiling geometry pixel by pixel, bad input."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -96,3 +97,17 @@ def test_bad_settings_and_shapes_are_refused() -> None:
         ConcatCode(2).check_input_shape((784,))
     with pytest.raises(CodingError, match="shape"):
         ConcatCode(2).encode(torch.rand(3, 1, 28, 28))
+
+
+@pytest.mark.parametrize("name, k, shape", [("sum", 2, (1, 28, 28)), ("sum", 4, (10,)), ("concat", 2, (1, 28, 28)),
+                                            ("concat", 3, (3, 32, 32)), ("concat", 4, (1, 29, 31))])
+def test_numpy_and_torch_give_the_same_parity_and_decode(name: str, k: int, shape: tuple[int, ...]) -> None:
+    code = make_code(name, k)
+    x = torch.rand(k, 3, *shape)
+    p_torch, p_numpy = code.encode(x), code.encode(x.numpy())
+    assert isinstance(p_numpy, np.ndarray) and p_numpy.dtype == np.float32
+    np.testing.assert_allclose(p_numpy, p_torch.numpy(), rtol=1e-6, atol=1e-6)
+    outs = {j: np.random.default_rng(j).random((3, 10), dtype=np.float32) for j in range(k + 1) if j != 1}
+    decoded = code.decode(outs)[1]
+    assert isinstance(decoded, np.ndarray)
+    np.testing.assert_allclose(decoded, code.decode({j: torch.from_numpy(v) for j, v in outs.items()})[1].numpy())
