@@ -3,8 +3,11 @@ parsing over train_base.py, train.py, evaluate.py and demo.py (torch is imported
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 ARCH_CHOICES = ("mlp", "lenet5", "resnet18")
@@ -17,6 +20,21 @@ def _quiet_openmp() -> None:
     """Let idle OpenMP threads sleep rather than spin: on a shared 2-core machine spinning made training
     epochs up to 8x slower. Only takes effect if torch is not imported yet; an explicit setting wins."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def _friendly(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Report a missing dataset, a bad checkpoint or a mismatched pair in one line, exit status 2."""
+    @functools.wraps(func)
+    def run(args: argparse.Namespace) -> int:
+        from parity_models.checkpoint import CheckpointError
+        from parity_models.data import DatasetError
+
+        try:
+            return func(args)
+        except (CheckpointError, DatasetError) as exc:
+            print(f"parm {getattr(args, 'command', '')}: {exc}", file=sys.stderr)
+            return 2
+    return run
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -82,7 +100,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _common(p)
-    p.set_defaults(func=_train_base)
+    p.set_defaults(func=_friendly(_train_base))
 
     p = subparsers.add_parser("train-parity", help="train a parity model for a base checkpoint; writes OUT (best "
                                                    "by val degraded accuracy) and OUT's stem + .last (resumable)")
@@ -100,7 +118,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _common(p)
-    p.set_defaults(func=_train_parity)
+    p.set_defaults(func=_friendly(_train_parity))
 
     p = subparsers.add_parser("eval", help="degraded-mode accuracy of a base/parity pair on the test set")
     p.add_argument("--base", required=True)
@@ -108,7 +126,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", default=None, help="also write the results here")
     p.add_argument("--split", default="test", choices=("test", "val"))
     _common(p)
-    p.set_defaults(func=_eval)
+    p.set_defaults(func=_friendly(_eval))
 
     p = subparsers.add_parser("train-demo", help="train (or reuse cached) demo base + parity models")
     p.add_argument("--cache-dir", default=".cache/parm-demo")
@@ -118,4 +136,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--time-budget", type=float, default=100.0, help="at most this many seconds of parity training")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _common(p)
-    p.set_defaults(func=_train_demo)
+    p.set_defaults(func=_friendly(_train_demo))
