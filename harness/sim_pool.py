@@ -52,7 +52,7 @@ class LeastLoaded:
         j >>= 1
         while j:
             a, b = tree[2 * j], tree[2 * j + 1]
-            m = a if a < b else b
+            m = a if a < b else b  # noqa: FURB136 -- hot path: cheaper than min()
             if tree[j] == m:
                 break  # nothing above changes
             tree[j] = m

@@ -12,7 +12,7 @@ from workers.faults import Fault, parse
 class Req:
     """One request as sent to one worker. ``live``: the frontend still waits for it."""
 
-    __slots__ = ("fetch", "worker", "sent", "live")
+    __slots__ = ("fetch", "live", "sent", "worker")
 
     def __init__(self, fetch: Fetch, worker: int, sent: float) -> None:
         self.fetch, self.worker, self.sent, self.live = fetch, worker, sent, True
@@ -21,7 +21,7 @@ class Req:
 class Fetch:
     """One ``GroupRun._fetch`` loop (or the parity request): re-sends after failures until done."""
 
-    __slots__ = ("group", "slot", "parity", "tried", "attempt", "req", "done")
+    __slots__ = ("attempt", "done", "group", "parity", "req", "slot", "tried")
 
     def __init__(self, group: Group, slot: int, parity: bool = False) -> None:
         self.group, self.slot, self.parity = group, slot, parity
@@ -34,8 +34,19 @@ class Fetch:
 class Group:
     """A coding group (or, uncoded, one query): the queries, which slots have answers, its fetches."""
 
-    __slots__ = ("qids", "closed", "coded", "answered", "parity_out", "parity_failed", "resolved",
-                 "finished", "used", "fetches", "decode_pending")
+    __slots__ = (
+        "answered",
+        "closed",
+        "coded",
+        "decode_pending",
+        "fetches",
+        "finished",
+        "parity_failed",
+        "parity_out",
+        "qids",
+        "resolved",
+        "used",
+    )
 
     def __init__(self) -> None:
         self.qids: list[int] = []
@@ -54,8 +65,23 @@ class Group:
 class Worker:
     """A worker process: FIFO queue, the batch in service, and its current fault state."""
 
-    __slots__ = ("id", "queue", "batch", "held", "epoch", "crashed", "dropping", "stalled", "factor",
-                 "delayed", "delay_faults", "busy_since", "busy_s", "served", "wasted")
+    __slots__ = (
+        "batch",
+        "busy_s",
+        "busy_since",
+        "crashed",
+        "delay_faults",
+        "delayed",
+        "dropping",
+        "epoch",
+        "factor",
+        "held",
+        "id",
+        "queue",
+        "served",
+        "stalled",
+        "wasted",
+    )
 
     def __init__(self, wid: int, delay_faults: tuple[Fault, ...]) -> None:
         self.id = wid

@@ -14,7 +14,7 @@ from harness.sim_config import MODES, SimConfig, SimConfigError
 from harness.sim_engine import Sim
 from harness.sim_metrics import summarize, table
 
-__all__ = ["MODES", "SimConfig", "SimConfigError", "simulate", "simulate_modes", "table", "run_raw"]
+__all__ = ["MODES", "SimConfig", "SimConfigError", "run_raw", "simulate", "simulate_modes", "table"]
 
 
 def _as_config(config: SimConfig | dict[str, Any]) -> SimConfig:

@@ -1,0 +1,189 @@
+"""The serving simulator (harness.simulate): closed-form answers on deterministic plans, accounting
+of every query under each fault kind, hedging answers once, determinism, and an M/M/1 check."""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from typing import Any
+
+import numpy as np
+import pytest
+
+from harness.sim_config import SimConfig, SimConfigError
+from harness.sim_frontend import ANSWERED
+from harness.sim_pool import Counter, LeastLoaded
+from harness.simulate import run_raw, simulate, simulate_modes
+
+MODES = ("none", "equal", "hedged", "coded")
+
+
+def _cfg(**kw: Any) -> dict[str, Any]:
+    base = {"workers": 4, "k": 2, "rate": 100.0, "count": 200, "arrivals": "uniform", "service": "fixed:ms=5"}
+    return {**base, **kw}
+
+
+def _latency_ms(raw: dict[str, Any]) -> np.ndarray:
+    return (raw["done"] - raw["arrivals"]) * 1000
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_no_faults_every_latency_is_the_service_time_plus_frontend(mode: str) -> None:
+    raw = run_raw(_cfg(mode=mode, frontend_ms=2.0))
+    assert (raw["state"] == ANSWERED).all()
+    np.testing.assert_allclose(_latency_ms(raw), 7.0, atol=1e-9)
+    assert not raw["degraded"].any()
+
+
+def test_stalled_worker_queries_are_decoded_at_parity_arrival() -> None:
+    # 2 data workers + 1 parity, 10 ms service, a query every 50 ms, groups of 2 never time out.
+    plan = {"seed": 0, "faults": [{"kind": "stall", "worker": 1, "at_s": 0.5, "duration_ms": 300}]}
+    raw = run_raw(_cfg(mode="coded", workers=2, rate=20.0, count=40, service="fixed:ms=10",
+                       group_timeout_ms=100.0, plan=plan))
+    lat, deg, worker, arr = _latency_ms(raw), raw["degraded"], raw["worker"], raw["arrivals"]
+    assert (raw["state"] == ANSWERED).all() and deg.any()
+    assert (worker[deg] == 1).all() and (arr[deg] >= 0.5).all()  # degraded only where the stall was
+    slot = np.arange(len(lat)) % 2
+    # The parity query is sent when the second query arrives; it returns 10 ms later: decode then.
+    np.testing.assert_allclose(lat[deg & (slot == 0)], 60.0, atol=1e-9)
+    np.testing.assert_allclose(lat[deg & (slot == 1)], 10.0, atol=1e-9)
+    np.testing.assert_allclose(lat[arr < 0.5], 10.0, atol=1e-9)
+    np.testing.assert_allclose(lat[~deg & (worker == 0)], 10.0, atol=1e-9)
+
+
+@pytest.mark.parametrize("mode", ["none", "coded"])
+def test_crash_redispatches_the_request_in_service_after_the_backoff(mode: str) -> None:
+    cfg = _cfg(mode=mode, workers=2, rate=20.0, count=40, service="fixed:ms=20", group_timeout_ms=100.0)
+    victim = int(run_raw(cfg)["worker"][10])  # query 10 arrives at 0.5 s; same picks until the crash
+    plan = {"seed": 0, "faults": [{"kind": "crash", "worker": victim, "at_s": 0.51}]}
+    raw = run_raw({**cfg, "plan": plan})
+    # 10 ms served, then the connection is lost: re-sent after 5 ms * 2**1, then 20 ms of service.
+    lat = _latency_ms(raw)
+    if mode == "none":
+        assert lat[10] == pytest.approx(40.0)
+    else:  # its group partner (query 11) arrives 50 ms later; the re-sent copy wins before that
+        assert lat[10] == pytest.approx(40.0) and not raw["degraded"][10]
+    assert (raw["worker"][12:] != victim).all()  # the crashed worker is never chosen again
+
+
+FAULTS = {
+    "delay": {"kind": "delay", "workers": "all", "p": 0.2, "dist": "exp", "mean_ms": 30},
+    "contention": {"kind": "contention", "workers": "all", "rate_per_s": 1.0, "factor": 8, "duration_ms": 200},
+    "stall": {"kind": "stall", "worker": 1, "at_s": 0.5, "duration_ms": 400},
+    "crash": {"kind": "crash", "worker": 0, "at_s": 0.5, "restart_after_s": 0.5},
+    "crash_forever": {"kind": "crash", "workers": [0, 4], "at_s": 0.3},
+    "drop": {"kind": "drop", "workers": [2, 4], "at_s": 0.7, "duration_ms": 100},
+}
+
+
+@pytest.mark.parametrize("fault", sorted(FAULTS))
+def test_every_query_is_answered_or_failed_under_each_fault(fault: str) -> None:
+    plan = {"seed": 3, "faults": [FAULTS[fault]]}
+    for r in simulate_modes(_cfg(rate=400.0, count=600, arrivals="poisson", service="exp:mean_ms=5", plan=plan)):
+        assert r["lost"] == 0 and r["answered_twice"] == 0
+        assert r["count"] + r["failed"] == r["arrivals"] == 600
+        assert r["failed"] == 0, (fault, r["mode"])  # a 60 s deadline: re-dispatch always succeeds
+
+
+def test_queries_fail_at_the_deadline_when_every_worker_is_gone() -> None:
+    plan = {"seed": 0, "faults": [{"kind": "crash", "workers": "all", "at_s": 0.5}]}
+    for r in simulate_modes(_cfg(rate=100.0, count=100, deadline_ms=200.0, plan=plan)):
+        assert r["lost"] == 0 and r["failed"] == 50 and r["count"] == 50
+
+
+def test_degraded_answers_only_for_queries_sent_to_the_slowed_worker() -> None:
+    plan = {"seed": 7, "faults": [{"kind": "contention", "worker": 2, "rate_per_s": 2.0, "factor": 10,
+                                   "duration_ms": 200}]}
+    raw = run_raw(_cfg(mode="coded", count=400, plan=plan))
+    deg = raw["degraded"]
+    assert deg.any() and (raw["worker"][deg] == 2).all()
+
+
+def test_hedged_answers_each_query_once() -> None:
+    plan = {"seed": 1, "faults": [FAULTS["contention"]]}
+    raw = run_raw(_cfg(mode="hedged", rate=500.0, count=2000, arrivals="poisson", service="exp:mean_ms=5", plan=plan))
+    assert raw["stats"]["hedges"] > 50
+    assert raw["answers"].max() == 1 and raw["answers"].sum() == len(raw["arrivals"])
+    assert raw["stats"]["cancelled"] >= raw["stats"]["hedges"] - 1  # every loser was cancelled
+
+
+def test_same_seed_same_results_and_every_mode_sees_the_same_arrivals() -> None:
+    cfg = _cfg(rate=500.0, count=1000, arrivals="poisson", service="lognormal:median_ms=4,sigma=0.6",
+               plan={"seed": 2, "faults": [FAULTS["contention"], FAULTS["delay"]]})
+    a, b = simulate_modes(cfg), simulate_modes(cfg)
+    strip = [{k: v for k, v in r.items() if k != "wall_s"} for r in a]
+    assert strip == [{k: v for k, v in r.items() if k != "wall_s"} for r in b]
+    arrivals = [run_raw({**cfg, "mode": m})["arrivals"] for m in MODES]
+    assert all(np.array_equal(arrivals[0], x) for x in arrivals)
+    assert simulate({**cfg, "seed": 1})["p99"] != a[3]["p99"]
+
+
+def test_mm1_mean_latency() -> None:
+    # One worker, exponential service (mu = 1000/s), Poisson arrivals at lambda = 500/s.
+    r = simulate({"mode": "none", "workers": 1, "rate": 500.0, "count": 40_000, "service": "exp:mean_ms=1",
+                  "seed": 5})
+    assert r["mean"] == pytest.approx(1000 / (1000 - 500), rel=0.10)
+
+
+def test_batches_serve_several_queued_requests_at_once() -> None:
+    # Two queries at once on one worker: the second waits a full service time with batch 1 only.
+    solo = run_raw({"mode": "none", "workers": 1, "rate": 1e6, "count": 2, "arrivals": "uniform",
+                    "service": "fixed:ms=10"})
+    batched = run_raw({"mode": "none", "workers": 1, "rate": 1e6, "count": 3, "arrivals": "uniform",
+                       "service": "fixed:ms=10", "max_batch": 2})
+    assert _latency_ms(solo)[1] == pytest.approx(20.0, abs=0.01)
+    assert _latency_ms(batched)[1:] == pytest.approx([20.0, 20.0], abs=0.01)  # 1 alone, then 2 together
+
+
+def test_least_loaded_pick_matches_a_brute_force_pool() -> None:
+    rng = random.Random(0)
+    pool = LeastLoaded(list(range(10, 23)), Counter())
+    loads, healthy, rr = [0] * 13, [True] * 13, 0
+    for _ in range(3000):
+        op = rng.random()
+        if op < 0.1:
+            i = rng.randrange(13)
+            healthy[i] = not healthy[i]
+            pool.set_healthy(10 + i, healthy[i])
+        elif op < 0.4 and any(loads):
+            i = rng.choice([j for j in range(13) if loads[j]])
+            loads[i] -= 1
+            pool.add(10 + i, -1)
+        else:
+            avoid = {10 + rng.randrange(13) for _ in range(rng.randrange(3))}
+            got = pool.pick(avoid)
+            ok = [i for i in range(13) if healthy[i]]
+            fresh = [i for i in ok if 10 + i not in avoid] or ok
+            start, rr = rr % 13, rr + 1
+            want = None if not ok else 10 + min(fresh, key=lambda i: (loads[i], (i - start) % 13))
+            assert got == want
+            if got is not None:
+                loads[got - 10] += 1
+                pool.add(got, 1)
+
+
+def test_invalid_settings_are_refused() -> None:
+    with pytest.raises(SimConfigError):
+        SimConfig(mode="coded", k=1)
+    with pytest.raises(SimConfigError):
+        SimConfig(service="gamma:mean_ms=3")
+    with pytest.raises(SimConfigError):
+        SimConfig(workers=1, k=2, mode="equal")
+
+
+def test_cli_prints_a_row_per_mode_and_writes_json(tmp_path: Any, capsys: Any) -> None:
+    from harness.sim_cli import register
+
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"seed": 4, "faults": [FAULTS["stall"]]}))
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+    out = tmp_path / "out.json"
+    args = parser.parse_args(["simulate", "--workers", "4", "--rate", "300", "--duration", "1", "--plan", str(plan),
+                              "--json", str(out), "--service", "exp:mean_ms=5"])
+    assert args.func(args) == 0
+    text = capsys.readouterr().out
+    assert all(f"\n{m} " in text for m in MODES) and '"kind": "stall"' in text
+    data = json.loads(out.read_text())
+    assert set(data["modes"]) == set(MODES) and data["settings"]["plan"]["faults"][0]["kind"] == "stall"
+    assert all(m["lost"] == 0 for m in data["modes"].values())
