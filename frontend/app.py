@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from frontend import handlers
+from frontend import handlers, v2
 from frontend.config import FrontendConfig
 from frontend.service import Service
 
@@ -29,4 +29,5 @@ def create_app(cfg: FrontendConfig, drain_timeout_s: float = 5.0) -> web.Applica
     app.router.add_get("/health", handlers.health)
     app.router.add_get("/ready", handlers.ready)
     app.router.add_get("/stats", handlers.stats)
+    v2.add_routes(app)
     return app

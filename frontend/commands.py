@@ -19,6 +19,7 @@ from frontend.errors import ConfigError
 def add_frontend_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--model-name", default="parm", help="the model's name on the V2 API (/v2/models/NAME)")
     p.add_argument("--k", type=int, default=2, help="queries per coding group")
     p.add_argument("--code", default="concat", help="erasure code: concat (images) or sum")
     p.add_argument("--mode", default="coded", choices=list(MODES),
@@ -39,7 +40,7 @@ def add_frontend_arguments(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace, data: Any, parity: Any) -> FrontendConfig:
     default = tuple(float(v) for v in args.default_output.split(",")) if args.default_output else None
-    return FrontendConfig(data=data, parity=parity, k=args.k, code=args.code, mode=args.mode, host=args.host,
+    return FrontendConfig(data=data, parity=parity, model_name=args.model_name, k=args.k, code=args.code, mode=args.mode, host=args.host,
                           port=args.port, deadline_ms=args.deadline_ms, group_timeout_ms=args.group_timeout_ms,
                           decode_grace_ms=args.decode_grace_ms, hedge_delay_ms=args.hedge_delay_ms,
                           default_output=default, max_pending=args.max_pending,

@@ -49,6 +49,7 @@ class FrontendConfig:
     k: int = 2
     code: str = "concat"
     mode: str = "coded"
+    model_name: str = "parm"        # the model's name on the V2 API (/v2/models/{name})
     host: str = "127.0.0.1"
     port: int = 8080
     deadline_ms: float = 1000.0

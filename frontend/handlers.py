@@ -94,6 +94,12 @@ def _parse_inputs(body: dict[str, Any], shape: tuple[int, ...], max_queries: int
         arr = decode_tensor(raw).astype(np.float32) if isinstance(raw, dict) else np.asarray(raw, dtype=np.float32)
     except (ValueError, TypeError, ProtocolError) as exc:
         raise BadRequest(f'"inputs" is not a rectangular array of numbers: {exc}') from exc
+    return validate_queries(arr, shape, max_queries)
+
+
+def validate_queries(arr: np.ndarray, shape: tuple[int, ...], max_queries: int) -> np.ndarray:
+    """(N, *shape) or (N, prod(shape)) numbers -> (N, *shape) float32, C-contiguous; BadRequest or
+    PayloadTooLarge naming the problem otherwise. Shared by /predict and the V2 endpoint."""
     if arr.ndim == 0 or arr.shape[0] == 0:
         raise BadRequest('"inputs" must be a non-empty list of queries')
     if arr.shape[0] > max_queries:
@@ -103,11 +109,15 @@ def _parse_inputs(body: dict[str, Any], shape: tuple[int, ...], max_queries: int
         raise BadRequest(f"each query must have shape {list(shape)} (or {size} flat numbers), got {list(arr.shape[1:])}")
     if not np.isfinite(arr).all():
         raise BadRequest("inputs contain NaN or infinity")
-    return np.ascontiguousarray(arr.reshape(arr.shape[0], *shape))
+    return np.ascontiguousarray(arr.reshape(arr.shape[0], *shape), dtype=np.float32)
 
 
 def _parse_deadline(body: dict[str, Any], request: web.Request, max_ms: float) -> float | None:
-    value = body.get("deadline_ms", request.query.get("deadline_ms"))
+    return parse_deadline(body.get("deadline_ms", request.query.get("deadline_ms")), max_ms)
+
+
+def parse_deadline(value: Any, max_ms: float) -> float | None:
+    """An optional per-request deadline in ms -> float, or BadRequest."""
     if value is None:
         return None
     try:

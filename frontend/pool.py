@@ -66,6 +66,13 @@ class WorkerPool:
                 return tuple(int(d) for d in shape)
         return None
 
+    def output_size(self) -> int | None:
+        """Number of outputs per query, when a data worker has reported it."""
+        for w in self.data:
+            if w.healthy and isinstance(w.info.get("num_classes"), int):
+                return int(w.info["num_classes"])
+        return None
+
     def check_agreement(self) -> None:
         """Refuse workers whose model disagrees with the first data worker's (shape, identity),
         and parity workers whose parity model was trained for another k, code or base model."""
