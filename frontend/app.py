@@ -29,5 +29,6 @@ def create_app(cfg: FrontendConfig, drain_timeout_s: float = 5.0) -> web.Applica
     app.router.add_get("/health", handlers.health)
     app.router.add_get("/ready", handlers.ready)
     app.router.add_get("/stats", handlers.stats)
+    app.router.add_get("/metrics", handlers.metrics)
     v2.add_routes(app)
     return app

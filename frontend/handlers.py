@@ -53,18 +53,25 @@ async def stats(request: web.Request) -> web.Response:
     return web.json_response({**service.stats.as_dict(), "pending": service.pending, "groups_open": len(service.runs)})
 
 
+async def metrics(request: web.Request) -> web.Response:
+    body = request.app[SERVICE].metrics.render()
+    return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
     """Every error leaves as JSON {"error", "code"} with its status; never an HTML page."""
     try:
         return await handler(request)
     except ServingError as exc:
+        request.app[SERVICE].metrics.http_errors.labels(exc.code).inc()
         headers = {"Retry-After": str(math.ceil(exc.details["retry_after"]))} if "retry_after" in exc.details else None
         return web.json_response(error_body(exc), status=exc.status, headers=headers)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         code = exc.reason.lower().replace(" ", "_")
+        request.app[SERVICE].metrics.http_errors.labels(code).inc()
         return web.json_response({"error": exc.text or exc.reason, "code": code}, status=exc.status,
                                  headers={k: v for k, v in exc.headers.items() if k == "Allow"})
 

@@ -18,6 +18,7 @@ from frontend.dispatcher import GroupRun
 from frontend.errors import DeadlineExceeded, NotReady, Overloaded, ShuttingDown
 from frontend.grouper import Grouper
 from frontend.hedging import HedgePolicy, LatencyTracker
+from frontend.metrics import Metrics
 from frontend.pool import WorkerPool
 from frontend.query import Answer, Query
 from frontend.stats import Stats
@@ -38,6 +39,7 @@ class Service:
         self._monitor: asyncio.Task[None] | None = None
         self.latency = LatencyTracker()
         self.hedge = HedgePolicy(self.latency, cfg.hedge_delay_ms, cfg.hedge_percentile) if cfg.mode == "hedged" else None
+        self.metrics = Metrics(self)
         self.grouper = Grouper(cfg.k if cfg.coded else 1, cfg.group_timeout_ms / 1000, self._new_run)
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -122,12 +124,15 @@ class Service:
         self.pending += 1
         self.stats.queries += 1
         timer = loop.call_at(deadline, self._expire, q)
-        q.future.add_done_callback(lambda _f: self._resolved(timer))
+        start = loop.time()
+        q.future.add_done_callback(lambda f: self._resolved(f, timer, loop.time() - start))
         return q
 
-    def _resolved(self, timer: asyncio.TimerHandle) -> None:
+    def _resolved(self, future: asyncio.Future[Answer], timer: asyncio.TimerHandle, seconds: float) -> None:
         timer.cancel()
         self.pending -= 1
+        if future.exception() is None:
+            self.metrics.observe_query(seconds, future.result().degraded)
 
     def _expire(self, q: Query) -> None:
         if self.cfg.default_output is not None:

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import time
 from typing import Any
 
 import numpy as np
@@ -33,9 +34,10 @@ class WorkerClient:
         self.health_timeout_s = health_timeout_s
         self.max_backoff_s = max_backoff_s
         self.info: dict[str, Any] = {}        # the worker's pong info: model, input_shape, ...
-        self.in_flight = 0                      # requests sent and not yet answered (load balancing)
         self.probe_ok = False                   # the last real-inference probe answered in time
         self.refused: str | None = None         # set by the pool when this worker must not be used
+        self.answered = 0                       # replies received, and their summed round trip (metrics)
+        self.latency_sum = 0.0
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._writer: asyncio.StreamWriter | None = None
@@ -50,6 +52,11 @@ class WorkerClient:
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
+
+    @property
+    def in_flight(self) -> int:
+        """Requests sent and not yet answered by the worker (what least-loaded choice reads)."""
+        return len(self._pending)
 
     @property
     def healthy(self) -> bool:
@@ -95,18 +102,19 @@ class WorkerClient:
             raise WorkerUnavailable(f"{self.name}: not connected")
         rid = next(self._ids)
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        # The entry stays until the reply arrives or the connection drops, even if the caller
+        # gives up (cancelled straggler): the worker still holds it, so it still counts as load.
         self._pending[rid] = fut
-        self.in_flight += 1
+        t0 = time.perf_counter()
         try:
-            try:
-                writer.write(pack({**message, "id": rid}, self.max_frame))
-                await writer.drain()  # backpressure: never buffer without bound towards a slow worker
-            except OSError as exc:
-                raise WorkerUnavailable(f"{self.name}: send failed: {exc}") from exc
-            reply = await fut
-        finally:
-            self.in_flight -= 1
-            self._pending.pop(rid, None)  # also on cancellation: nothing left behind
+            writer.write(pack({**message, "id": rid}, self.max_frame))
+            await writer.drain()  # backpressure: never buffer without bound towards a slow worker
+        except OSError as exc:
+            self._pending.pop(rid, None)
+            raise WorkerUnavailable(f"{self.name}: send failed: {exc}") from exc
+        reply = await fut
+        self.answered += 1
+        self.latency_sum += time.perf_counter() - t0
         if reply.get("type") == "error":
             raise WorkerFailed(f"{self.name}: {reply.get('message', 'error')}")
         return reply
@@ -145,8 +153,8 @@ class WorkerClient:
         try:
             while data := await reader.read(READ_CHUNK):
                 for msg in decoder.feed(data):
-                    fut = self._pending.get(msg["id"])
-                    if fut is not None and not fut.done():
+                    fut = self._pending.pop(msg["id"], None)
+                    if fut is not None and not fut.done():  # done: the caller gave up; drop it
                         fut.set_result(msg)
         except (OSError, ProtocolError) as exc:  # reset by peer, or a peer speaking garbage
             log.warning("%s: %s", self.name, exc)

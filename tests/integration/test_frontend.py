@@ -202,3 +202,26 @@ async def test_parity_worker_for_another_k_is_refused_and_service_goes_uncoded(a
         assert body["degraded"] == [False] * 4  # never decoded with the wrong parity model
         np.testing.assert_allclose(np.array(body["outputs"]), LINEAR.predict(x), rtol=1e-5, atol=1e-5)
         assert service_of(c).stats.groups_without_parity == 2
+
+
+async def test_prometheus_metrics_count_queries_degraded_answers_and_errors(addr) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async with worker_servers(["builtin:linear"] * 2 + [PARITY]) as ws, frontend(cfg(addr(ws[:2]), addr(ws[2:]))) as c:
+        ws[1].faults.set("stall")
+        assert (await c.post("/predict", json={"inputs": images(4).tolist()})).status == 200
+        assert (await c.post("/predict", json={"inputs": []})).status == 400
+        resp = await c.get("/metrics")
+        assert resp.status == 200 and resp.content_type == "text/plain"
+        samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                   for fam in text_string_to_metric_families(await resp.text()) for s in fam.samples}
+        assert samples[("parm_queries_total", ())] == 4
+        assert samples[("parm_degraded_answers_total", ())] == 2
+        assert samples[("parm_http_errors_total", (("code", "bad_request"),))] == 1
+        assert samples[("parm_query_latency_seconds_count", (("degraded", "true"), ("mode", "coded")))] == 2
+        assert samples[("parm_query_latency_seconds_count", (("degraded", "false"), ("mode", "coded")))] == 2
+        assert samples[("parm_coded", ())] == 1 and samples[("parm_pending_queries", ())] == 0
+        worker = f"127.0.0.1:{ws[0].port}"
+        assert samples[("parm_worker_up", (("role", "data"), ("worker", worker)))] == 1
+        assert samples[("parm_worker_in_flight", (("role", "data"), ("worker", f"127.0.0.1:{ws[1].port}")))] >= 2
+        ws[1].faults.set("none")
