@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from typing import Any
 
 import aiohttp
@@ -83,6 +84,8 @@ class V2WorkerClient:
         self.in_flight = 0                      # inference requests sent and not yet answered
         self.probe_ok = False                   # the last health + real-inference probe passed in time
         self.refused: str | None = None         # set by the pool when this worker must not be used
+        self.answered = 0                       # HTTP replies received, and their summed round trip (metrics)
+        self.latency_sum = 0.0
         self._session: aiohttp.ClientSession | None = None
         self._connected = asyncio.Event()       # the last HTTP exchange got a response
         self._tasks: set[asyncio.Task[None]] = set()
@@ -155,6 +158,7 @@ class V2WorkerClient:
         """One HTTP exchange -> the decoded JSON reply (None for an empty body)."""
         if self._session is None or self._closing:
             raise WorkerUnavailable(f"{self.name}: client not started or closed")
+        t0 = time.perf_counter()
         try:
             async with self._session.request(method, self.base_url + path, json=body) as resp:
                 raw = await resp.read()
@@ -162,6 +166,8 @@ class V2WorkerClient:
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError) as exc:
             self._connected.clear()
             raise WorkerUnavailable(f"{self.name}: {method} {path}: {exc!r}") from exc
+        self.answered += 1
+        self.latency_sum += time.perf_counter() - t0
         self._connected.set()
         return self._parse_reply(status, raw, f"{method} {path}")
 

@@ -143,7 +143,7 @@ async def test_client_reads_metadata_probes_and_infers() -> None:
         out = await c.infer(x)
         assert out.dtype == np.float32 and out.shape == (3, 10)
         np.testing.assert_array_equal(out, LINEAR.predict(x))  # float32 survives JSON exactly
-        assert c.in_flight == 0 and c.name == f"data@127.0.0.1:{srv.port}/linear"
+        assert c.in_flight == 0 and c.answered >= 4 and c.latency_sum > 0 and c.name == f"data@127.0.0.1:{srv.port}/linear"
         with pytest.raises(WorkerFailed, match="do not support fault injection"):
             await c.set_fault("stall")
 
