@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -15,19 +16,66 @@ from collections.abc import Sequence
 COMMAND_MODULES = ("frontend.commands", "frontend.demo", "workers.cli", "parity_models.cli")
 
 
+CONFIG_COMMANDS = ("serve", "up")  # subcommands that take --config FILE.toml
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="parm", description="Prediction serving with erasure-coded resilience.")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--log-format", default="text", choices=["text", "json"], help="json: one object per line")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
+    for name in CONFIG_COMMANDS:
+        sub.choices[name].add_argument("--config", metavar="FILE.toml",
+                                       help="settings file mirroring these flags; flags given here win")
     return parser
 
 
+def expand_config(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """Replace ``--config FILE`` after a config-taking subcommand by the flags the file stands for."""
+    from frontend import config_file
+
+    for i, token in enumerate(argv):
+        if token in CONFIG_COMMANDS:
+            rest = argv[i + 1:]
+            if "--config" not in rest:
+                return argv
+            j = rest.index("--config")
+            if j + 1 >= len(rest):
+                parser.error("--config needs a file")
+            sub = parser._subparsers._group_actions[0].choices[token]  # type: ignore[union-attr]
+            try:
+                flags = config_file.to_argv(config_file.load(rest[j + 1]), sub)
+            except config_file.ConfigFileError as exc:
+                parser.error(str(exc))
+            return argv[:i + 1] + flags + rest[:j] + rest[j + 2:]
+    return argv
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    parser = build_parser()
+    args = parser.parse_args(expand_config(parser, list(sys.argv[1:] if argv is None else argv)))
+    configure_logging(args.log_level, args.log_format)
     return int(args.func(args) or 0)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message (and the exception, if any)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"time": self.formatTime(record), "level": record.levelname, "logger": record.name,
+                 "message": record.getMessage()}
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def configure_logging(level: str, fmt: str) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter() if fmt == "json" else
+                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
 
 
 if __name__ == "__main__":
