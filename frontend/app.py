@@ -15,7 +15,7 @@ from frontend.service import Service
 
 
 def create_app(cfg: FrontendConfig, drain_timeout_s: float = 5.0) -> web.Application:
-    app = web.Application(client_max_size=cfg.max_body_bytes, middlewares=[handlers.errors_middleware])
+    app = web.Application(client_max_size=cfg.max_body_bytes, middlewares=[handlers.errors_middleware, handlers.auth_middleware])
     app[handlers.SERVICE] = Service(cfg)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -35,6 +37,9 @@ def add_frontend_arguments(p: argparse.ArgumentParser) -> None:
                    help="comma-separated output given (flagged default) at the deadline instead of a 504")
     p.add_argument("--max-pending", type=int, default=4096, help="admission limit; beyond it 503 + Retry-After")
     p.add_argument("--health-interval-s", type=float, default=1.0)
+    p.add_argument("--auth-token-file", default=None,
+                   help="require 'Authorization: Bearer TOKEN' on the API (TOKEN read from this file; "
+                        "or set PARM_AUTH_TOKEN); the probes /health, /ready, /metrics stay open")
     p.add_argument("--drain-timeout-s", type=float, default=5.0, help="on SIGTERM, wait this long for in-flight queries")
 
 
@@ -44,7 +49,20 @@ def config_from_args(args: argparse.Namespace, data: Any, parity: Any) -> Fronte
                           port=args.port, deadline_ms=args.deadline_ms, group_timeout_ms=args.group_timeout_ms,
                           decode_grace_ms=args.decode_grace_ms, hedge_delay_ms=args.hedge_delay_ms,
                           default_output=default, max_pending=args.max_pending,
-                          health_interval_s=args.health_interval_s)
+                          health_interval_s=args.health_interval_s, auth_token=read_token(args.auth_token_file))
+
+
+def read_token(path: str | None) -> str | None:
+    """The API token: from the file if given, else $PARM_AUTH_TOKEN, else none (no auth)."""
+    if path is None:
+        return os.environ.get("PARM_AUTH_TOKEN") or None
+    try:
+        token = Path(path).read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read --auth-token-file {path}: {exc}") from exc
+    if not token:
+        raise ConfigError(f"--auth-token-file {path} is empty")
+    return token
 
 
 def register(subparsers: Any) -> None:

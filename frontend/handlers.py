@@ -9,6 +9,7 @@ through the parity query into the decoded answers of other clients' queries.
 """
 from __future__ import annotations
 
+import hmac
 import json
 import math
 from typing import Any
@@ -17,7 +18,8 @@ import msgpack
 import numpy as np
 from aiohttp import web
 
-from frontend.errors import BadRequest, NotReady, PayloadTooLarge, ServingError, UnsupportedMediaType, error_body
+from frontend.errors import (BadRequest, NotReady, PayloadTooLarge, ServingError, Unauthorized, UnsupportedMediaType,
+                             error_body)
 from frontend.query import Answer
 from frontend.service import Service
 from workers.protocol import ProtocolError, decode_tensor, encode_tensor
@@ -58,6 +60,20 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
 
+OPEN_PATHS = frozenset({"/health", "/ready", "/metrics", "/v2/health/live", "/v2/health/ready"})  # probes
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """With a token configured, every route but the probes needs ``Authorization: Bearer TOKEN``."""
+    token = request.app[SERVICE].cfg.auth_token
+    if token is not None and request.path not in OPEN_PATHS:
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+            raise Unauthorized("missing or wrong bearer token (Authorization: Bearer TOKEN)")
+    return await handler(request)
+
+
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
     """Every error leaves as JSON {"error", "code"} with its status; never an HTML page."""
@@ -66,6 +82,8 @@ async def errors_middleware(request: web.Request, handler: Any) -> web.StreamRes
     except ServingError as exc:
         request.app[SERVICE].metrics.http_errors.labels(exc.code).inc()
         headers = {"Retry-After": str(math.ceil(exc.details["retry_after"]))} if "retry_after" in exc.details else None
+        if isinstance(exc, Unauthorized):
+            headers = {"WWW-Authenticate": 'Bearer realm="parm"'}
         return web.json_response(error_body(exc), status=exc.status, headers=headers)
     except web.HTTPException as exc:
         if exc.status < 400:

@@ -225,3 +225,16 @@ async def test_prometheus_metrics_count_queries_degraded_answers_and_errors(addr
         assert samples[("parm_worker_up", (("role", "data"), ("worker", worker)))] == 1
         assert samples[("parm_worker_in_flight", (("role", "data"), ("worker", f"127.0.0.1:{ws[1].port}")))] >= 2
         ws[1].faults.set("none")
+
+
+async def test_bearer_token_guards_the_api_but_not_the_probes(addr) -> None:
+    async with worker_servers(["builtin:linear"]) as ws, frontend(cfg(addr(ws), auth_token="s3cret")) as c:
+        body = {"inputs": images(1).tolist()}
+        resp = await c.post("/predict", json=body)
+        assert resp.status == 401 and resp.headers["WWW-Authenticate"].startswith("Bearer")
+        assert (await resp.json())["code"] == "unauthorized"
+        assert (await c.post("/predict", json=body, headers={"Authorization": "Bearer wrong"})).status == 401
+        assert (await c.post("/v2/models/parm/infer", json={})).status == 401
+        assert (await c.post("/predict", json=body, headers={"Authorization": "Bearer s3cret"})).status == 200
+        for probe in ("/health", "/ready", "/metrics", "/v2/health/live"):
+            assert (await c.get(probe)).status == 200, probe
