@@ -97,11 +97,18 @@ class FrontendSide:
             self.q_worker[f.group.qids[f.slot]] = w
         self._to_worker(req)
 
-    def _release(self, req: Req) -> None:
-        """The frontend stops waiting for ``req`` (answered, failed or cancelled)."""
+    def _release(self, req: Req, cancelled: bool = False) -> None:
+        """The frontend stops waiting for ``req`` (answered, failed or cancelled). A cancelled request
+        leaves the in-flight count at once (as in WorkerClient), unless ``hold_load_until_done``."""
         req.live = False
         req.fetch.req = None
-        self.pool_of[req.worker].add(req.worker, -1)
+        if not (cancelled and self.cfg.hold_load_until_done):
+            self._uncount(req)
+
+    def _uncount(self, req: Req) -> None:
+        if req.counted:
+            req.counted = False
+            self.pool_of[req.worker].add(req.worker, -1)
 
     def _req_failed(self, req: Req) -> None:
         self._release(req)
@@ -150,7 +157,7 @@ class FrontendSide:
         for f in copies:
             f.done = True
             if f.req is not None and f.req.live:
-                self._release(f.req)
+                self._release(f.req, cancelled=True)
                 self.stats["cancelled"] += 1
 
     # -- outputs, decoding, answers ------------------------------------------------------
@@ -221,5 +228,5 @@ class FrontendSide:
         for f in g.fetches:
             f.done = True
             if f.req is not None and f.req.live:
-                self._release(f.req)
+                self._release(f.req, cancelled=True)
                 self.stats["cancelled"] += 1

@@ -12,10 +12,11 @@ from workers.faults import Fault, parse
 class Req:
     """One request as sent to one worker. ``live``: the frontend still waits for it."""
 
-    __slots__ = ("fetch", "live", "sent", "worker")
+    __slots__ = ("counted", "fetch", "live", "sent", "worker")
 
     def __init__(self, fetch: Fetch, worker: int, sent: float) -> None:
         self.fetch, self.worker, self.sent, self.live = fetch, worker, sent, True
+        self.counted = True  # still in the frontend's in-flight count of its worker
 
 
 class Fetch:

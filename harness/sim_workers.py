@@ -24,7 +24,7 @@ DONE, ENQUEUE = 1, 2
 
 class WorkerSide:
     """Needs from the host class: now, push(), cfg, workers, pool_of, service_rng, fault_rng,
-    and the frontend callbacks _complete(req) and _req_failed(req)."""
+    and the frontend callbacks _complete(req), _req_failed(req) and _uncount(req)."""
 
     def _service_time(self, batch_size: int) -> float:
         if self._svc_i >= len(self._svc):
@@ -62,6 +62,8 @@ class WorkerSide:
             req = queue.popleft()
             if req.live or not cancel:  # the real worker never hears of cancellations
                 batch.append(req)
+            else:
+                self._uncount(req)
         if not batch:
             return
         w.batch = batch
@@ -83,6 +85,7 @@ class WorkerSide:
                 self._complete(req)
             else:
                 w.wasted += 1
+                self._uncount(req)
         if w.batch is None:
             self._start_batch(w)
 
@@ -128,6 +131,8 @@ class WorkerSide:
         for req in victims:
             if req.live:
                 self._req_failed(req)
+            else:
+                self._uncount(req)
 
     def _maybe_up(self, w: Worker) -> None:
         if not w.down:

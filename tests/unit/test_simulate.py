@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from harness.plan import parse_plan
 from harness.sim_config import SimConfig, SimConfigError
 from harness.sim_frontend import ANSWERED
 from harness.sim_pool import Counter, LeastLoaded
@@ -187,3 +188,17 @@ def test_cli_prints_a_row_per_mode_and_writes_json(tmp_path: Any, capsys: Any) -
     data = json.loads(out.read_text())
     assert set(data["modes"]) == set(MODES) and data["settings"]["plan"]["faults"][0]["kind"] == "stall"
     assert all(m["lost"] == 0 for m in data["modes"].values())
+
+
+@pytest.mark.parametrize("hold", [False, True])
+def test_in_flight_counts_return_to_zero(hold: bool) -> None:
+    from harness.sim_config import SimConfig as Cfg
+    from harness.sim_engine import Sim
+
+    plan = parse_plan({"seed": 3, "faults": [FAULTS["contention"], FAULTS["crash"], FAULTS["drop"]]})
+    for mode in MODES:
+        sim = Sim(Cfg(mode=mode, workers=4, rate=400.0, count=600, service="exp:mean_ms=5", plan=plan,
+                      hold_load_until_done=hold, cancel_at_worker=hold))
+        assert sim.run()["state"].min() > 0
+        assert sim.data_pool.in_flight == [0] * len(sim.data_pool.ids)
+        assert sim.parity_pool.in_flight == [0] * len(sim.parity_pool.ids)
