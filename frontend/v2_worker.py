@@ -68,6 +68,8 @@ def decode_outputs(reply: Any, batch: int) -> np.ndarray:
 
 
 class V2WorkerClient:
+    """One V2 model on one server, driven like a WorkerClient (the pool cannot tell them apart)."""
+
     def __init__(self, address: str, role: str = "data", *, connect_timeout_s: float = 2.0,
                  health_interval_s: float = 1.0, health_timeout_s: float = 1.0,
                  request_timeout_s: float | None = None, max_connections: int = 64) -> None:
