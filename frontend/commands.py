@@ -16,6 +16,7 @@ from frontend.app import create_app
 from frontend.cluster import LocalCluster, cluster_specs
 from frontend.config import MODES, FrontendConfig, parse_address, parse_addresses
 from frontend.errors import ConfigError
+from frontend.handlers import SERVICE
 
 
 def add_frontend_arguments(p: argparse.ArgumentParser) -> None:
@@ -95,9 +96,26 @@ def run_serve(args: argparse.Namespace) -> int:
         cfg = config_from_args(args, parse_addresses(args.data), parse_addresses(args.parity))
     except ConfigError as exc:
         raise SystemExit(f"parm serve: {exc}") from None
-    web.run_app(create_app(cfg, args.drain_timeout_s), host=cfg.host, port=cfg.port,
-                shutdown_timeout=args.drain_timeout_s + 1, print=lambda m: print(m, flush=True))
+    async def serve() -> None:
+        await serve_until_signal(create_app(cfg, args.drain_timeout_s), cfg, args.drain_timeout_s,
+                                 f"parm serve: frontend on http://{cfg.host}:{cfg.port} ({cfg.mode}, k={cfg.k})")
+    asyncio.run(serve())
     return 0
+
+
+async def serve_until_signal(app: web.Application, cfg: FrontendConfig, drain_timeout_s: float, banner: str) -> None:
+    """Serve until SIGINT/SIGTERM; then keep listening while answering 503 to new requests, drain
+    the queries in flight (up to ``drain_timeout_s``), and only then close (uvicorn's order)."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, cfg.host, cfg.port).start()
+        print(banner, flush=True)
+        await _wait_for_signal()
+        print("shutting down: draining queries in flight", flush=True)
+        await app[SERVICE].drain(drain_timeout_s)
+    finally:
+        await runner.cleanup()
 
 
 def default_parity_model(model: str, k: int, code: str) -> str:
@@ -141,15 +159,10 @@ async def _up(args: argparse.Namespace) -> int:
     await cluster.start()
     try:
         cfg = config_from_args(args, cluster.addresses("data"), cluster.addresses("parity"))
-        runner = web.AppRunner(create_app(cfg, args.drain_timeout_s))
-        await runner.setup()
-        await web.TCPSite(runner, cfg.host, cfg.port).start()
-        print(f"parm up: frontend on http://{cfg.host}:{cfg.port} ({cfg.mode}, k={cfg.k}); "
-              f"data workers {_fmt(cluster.addresses('data'))}; "
-              f"{'parity' if cfg.mode == 'coded' else 'extra'} workers {_fmt(cluster.addresses('parity'))}", flush=True)
-        await _wait_for_signal()
-        print("parm up: shutting down", flush=True)
-        await runner.cleanup()
+        banner = (f"parm up: frontend on http://{cfg.host}:{cfg.port} ({cfg.mode}, k={cfg.k}); "
+                  f"data workers {_fmt(cluster.addresses('data'))}; "
+                  f"{'parity' if cfg.mode == 'coded' else 'extra'} workers {_fmt(cluster.addresses('parity'))}")
+        await serve_until_signal(create_app(cfg, args.drain_timeout_s), cfg, args.drain_timeout_s, banner)
     finally:
         await cluster.stop()
     return 0

@@ -48,15 +48,20 @@ class Service:
         self.pool.start()
         self._monitor = asyncio.create_task(self._monitor_loop())
 
-    async def stop(self, drain_timeout_s: float = 5.0) -> None:
-        """Stop accepting, let in-flight queries finish for up to ``drain_timeout_s``, then fail
-        the rest with ShuttingDown and close every connection."""
+    async def drain(self, timeout_s: float) -> bool:
+        """Stop accepting (new requests get 503) and wait up to ``timeout_s`` for the queries in
+        flight to be answered; True if none is left."""
         self.accepting = False
         self.grouper.flush()
         loop = asyncio.get_running_loop()
-        end = loop.time() + drain_timeout_s
+        end = loop.time() + timeout_s
         while self.pending and loop.time() < end:
             await asyncio.sleep(0.01)
+        return self.pending == 0
+
+    async def stop(self, drain_timeout_s: float = 5.0) -> None:
+        """Drain, then fail what is left with ShuttingDown and close every connection."""
+        await self.drain(drain_timeout_s)
         for run in list(self.runs):
             run.cancel(ShuttingDown("the server is shutting down"))
         if self._monitor is not None:

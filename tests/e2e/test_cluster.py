@@ -120,3 +120,49 @@ def test_parm_up_serves_and_shuts_down_without_orphans(tmp_path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def _post(port: int, x: np.ndarray) -> tuple[int, dict]:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/predict", data=json.dumps({"inputs": x.tolist()}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:  # noqa: S310 (loopback)
+            return r.status, json.load(r)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.load(exc)
+
+
+def test_sigterm_drains_queries_in_flight_and_refuses_new_ones() -> None:
+    import threading
+
+    port = 19000 + os.getpid() % 1000
+    proc = subprocess.Popen([sys.executable, "-m", "frontend.cli", "up", "--code", "sum", "--workers", "2",
+                             "--port", str(port), "--fault", "0=delay:ms=600", "--fault", "1=delay:ms=600",
+                             "--drain-timeout-s", "10"], stdout=subprocess.PIPE, text=True)
+    try:
+        while "frontend on" not in (line := proc.stdout.readline()):
+            assert line, "parm up exited early"
+        for _ in range(200):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health") as r:  # noqa: S310
+                pass
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready") as r:  # noqa: S310
+                    break
+            except urllib.error.HTTPError:
+                time.sleep(0.05)
+        x = np.random.default_rng(4).random((2, 784), dtype=np.float32)
+        result: list[tuple[int, dict]] = []
+        inflight = threading.Thread(target=lambda: result.append(_post(port, x)))
+        inflight.start()
+        time.sleep(0.2)  # the request is now waiting on the slow workers
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.1)
+        status, body = _post(port, x)  # still listening while draining: a clear 503, not a reset
+        assert status == 503 and body["code"] == "shutting_down", body
+        inflight.join(timeout=20)
+        assert result and result[0][0] == 200, result  # the query in flight was answered
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
