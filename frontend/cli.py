@@ -27,6 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
     for name in CONFIG_COMMANDS:
+        if name not in sub.choices:  # e.g. a parser built from a subset of COMMAND_MODULES
+            continue
         sub.choices[name].add_argument("--config", metavar="FILE.toml",
                                        help="settings file mirroring these flags; flags given here win")
     return parser

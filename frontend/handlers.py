@@ -145,6 +145,8 @@ def parse_deadline(value: Any, max_ms: float) -> float | None:
     """An optional per-request deadline in ms -> float, or BadRequest."""
     if value is None:
         return None
+    if isinstance(value, bool):  # float(True) == 1.0: a JSON true must not become a 1 ms deadline
+        raise BadRequest(f"deadline_ms must be a number, got {value!r}")
     try:
         ms = float(value)
     except (TypeError, ValueError):

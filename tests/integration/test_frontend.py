@@ -119,6 +119,7 @@ async def test_flat_queries_are_accepted(addr) -> None:
     ({"json": {"inputs": [[float("nan")] * 784]}}, 400, "bad_request", "NaN"),
     ({"json": {"inputs": [[0.0] * 784], "deadline_ms": -5}}, 400, "bad_request", "deadline_ms"),
     ({"json": {"inputs": [[0.0] * 784], "deadline_ms": "soon"}}, 400, "bad_request", "deadline_ms"),
+    ({"json": {"inputs": [[0.0] * 784], "deadline_ms": True}}, 400, "bad_request", "deadline_ms"),
     ({"json": {"inputs": [[0.0] * 784] * 1025}}, 413, "payload_too_large", "limit is 1024"),
 ])
 async def test_bad_input_gets_a_clear_4xx(addr, kwargs, status, code, text) -> None:

@@ -1,5 +1,6 @@
 """Property-based fuzzing of the HTTP API: whatever the body, content type or route, the answer
-is a JSON 2xx/4xx, never a 5xx, and nothing stays pending. PARM_FUZZ_EXAMPLES sets the count
+is a JSON 2xx/4xx, never a 5xx (but the designed 504 when the client asks for a deadline too short
+to meet), and nothing stays pending. PARM_FUZZ_EXAMPLES sets the count
 (a benchmark run uses 10,000 and more; CI a few hundred)."""
 from __future__ import annotations
 
@@ -60,7 +61,9 @@ def test_no_request_gets_a_5xx(fuzz_loop) -> None:
                     fut = asyncio.run_coroutine_threadsafe(send(c, path, body, ctype), fuzz_loop)
                     status, payload = fut.result(timeout=30)
                     statuses.append(status)
-                    assert status < 500, (status, payload, body[:200], ctype, path)
+                    # the only 5xx allowed are the designed ones: a deadline the client set too short
+                    designed = status == 504 and isinstance(payload, dict) and payload.get("code") == "deadline_exceeded"
+                    assert status < 500 or designed, (status, payload, body[:200], ctype, path)
                     assert isinstance(payload, dict) and ("error" in payload) == (status >= 400), payload
 
                 await asyncio.to_thread(one)
