@@ -1,0 +1,290 @@
+"""``parm bench``: for each load level and serving mode, a real local deployment (worker processes
++ the frontend process), an open-loop Poisson load from a separate loadgen process, and one fault
+plan replayed identically; then per-mode latency / accuracy summaries (harness/report.py).
+
+Worker processes are started once and shared by every mode and rate (starting 24 torch processes
+on 2 cores takes over a minute): before each run every worker is healed (spec "none", restarted if
+a crash left it dead); each run gets a fresh frontend process and a fresh loadgen process.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness import report
+from harness.bench_faults import FaultReplayer
+from harness.deploy import BenchCluster, BenchWorkerSpec, FrontendProcess, _die_with_parent, cpu_seconds, free_port
+from harness.plan import FaultPlan, expand
+
+ALL_MODES = ("none", "equal", "hedged", "coded")
+
+
+@dataclass
+class BenchConfig:
+    modes: tuple[str, ...] = ALL_MODES
+    n_data: int = 4
+    k: int = 2
+    model: str = "builtin:linear"
+    parity_model: str | None = None      # None: builtin:linear's exact sum-code parity model
+    code: str = "sum"
+    service_time: str = "fixed:ms=10"
+    rates: tuple[float, ...] = (100.0,)  # each rate runs every mode on the same worker pool
+    duration_s: float = 10.0
+    plan: FaultPlan = field(default_factory=FaultPlan)
+    seed: int = 0
+    dataset: str = "fashion-mnist"
+    max_batch: int = 1                   # ParM's setting: one query per inference
+    deadline_ms: float = 5000.0
+    group_timeout_ms: float = 20.0
+    decode_grace_ms: float = 0.0         # 0: decode as soon as possible (ParM)
+    hedge_delay_ms: float | None = None  # None: the frontend's adaptive p95
+    progress: bool = True
+
+    @property
+    def n_extra(self) -> int:
+        return max(1, self.n_data // self.k)
+
+
+@dataclass
+class ModeRun:
+    records: dict[str, np.ndarray]
+    summary: dict[str, Any]
+
+
+def prepare_queries(cfg: BenchConfig, path: Path) -> None:
+    """The test images the loadgen draws from, shuffled by the seed (same order for every mode)."""
+    from parity_models.data import load_dataset
+    data = load_dataset(cfg.dataset, download=False)
+    n = min(len(data.test_x), max(1, int(max(cfg.rates) * cfg.duration_s * 1.5) + 100))
+    order = np.random.default_rng(cfg.seed).permutation(len(data.test_x))[:n]
+    np.savez(path, x=data.test_x.numpy()[order].astype(np.float32), y=data.test_y.numpy()[order])
+
+
+def _seeded(service_time: str, index: int) -> str:
+    """Random service times get a per-worker seed, so every mode draws the same sequences."""
+    if service_time.split(":", 1)[0] in ("exp", "lognormal") and "seed=" not in service_time:
+        return f"{service_time},seed={index + 1}"
+    return service_time
+
+
+def worker_specs(cfg: BenchConfig) -> list[BenchWorkerSpec]:
+    """One pool for every mode: N data workers, E extra replicas (equal, hedged), E parity workers."""
+    parity = cfg.parity_model or f"{cfg.model}:parity_k={cfg.k}"
+    roles = [("data", cfg.model)] * cfg.n_data + [("replica", cfg.model)] * cfg.n_extra \
+        + [("parity", parity)] * cfg.n_extra
+    return [BenchWorkerSpec(role, model, max_batch=cfg.max_batch, threads=1,
+                            service_time=_seeded(cfg.service_time, i)) for i, (role, model) in enumerate(roles)]
+
+
+def plan_targets(cfg: BenchConfig, mode: str) -> list[int]:
+    """Plan worker i -> index in the pool: data workers, then this mode's extra workers."""
+    extra_base = {"equal": cfg.n_data, "hedged": cfg.n_data, "coded": cfg.n_data + cfg.n_extra}.get(mode)
+    extras = [] if extra_base is None else list(range(extra_base, extra_base + cfg.n_extra))
+    return list(range(cfg.n_data)) + extras
+
+
+def frontend_args(cfg: BenchConfig, mode: str, cluster: BenchCluster, hedge_ms: float | None = None) -> list[str]:
+    def fmt(role: str) -> str:
+        return ",".join(f"{h}:{p}" for h, p in cluster.addresses(role))
+    args = ["--mode", mode, "--k", str(cfg.k), "--code", cfg.code, "--data", fmt("data"),
+            "--deadline-ms", f"{cfg.deadline_ms:g}", "--group-timeout-ms", f"{cfg.group_timeout_ms:g}",
+            "--decode-grace-ms", f"{cfg.decode_grace_ms:g}", "--max-pending", "100000"]
+    extra = {"equal": "replica", "hedged": "replica", "coded": "parity"}.get(mode)
+    if extra:  # equal and hedged take their extra replicas through --parity (config.all_data_workers)
+        args += ["--parity", fmt(extra)]
+    if mode == "hedged" and hedge_ms is not None:
+        args += ["--hedge-delay-ms", f"{hedge_ms:.3f}"]
+    return args
+
+
+def hedge_delay(cfg: BenchConfig, done: dict[str, ModeRun]) -> float | None:
+    """--hedge-delay-ms if given; else the p95 latency that equal (or none) mode just measured at
+    this rate under the same plan (The Tail at Scale: defer hedges to the p95). The frontend's own
+    adaptive p95 is not used: GroupRun builds a fresh, empty tracker per group (``latency or
+    LatencyTracker()`` is False for an empty tracker), so it always falls back to 10 ms."""
+    if cfg.hedge_delay_ms is not None:
+        return cfg.hedge_delay_ms
+    ref = done.get("equal") or done.get("none")
+    return ref.summary["p95"] if ref else None
+
+
+async def _wait_all_healthy(fe: FrontendProcess, n_data: int, n_parity: int, timeout_s: float = 30.0) -> None:
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        state = await fe.get_json("/ready")
+        if state.get("healthy_data_workers", 0) >= n_data and state.get("healthy_parity_workers", 0) >= n_parity:
+            return
+        await asyncio.sleep(0.2)
+    raise RuntimeError(f"workers not all healthy within {timeout_s:g} s: {state}")
+
+
+async def _start_loadgen(cfg: BenchConfig, rate: float, url: str, queries: Path, out: Path) -> asyncio.subprocess.Process:
+    cmd = [sys.executable, "-m", "harness.loadgen", "--url", url + "/predict", "--queries", str(queries),
+           "--rate", f"{rate:g}", "--duration", f"{cfg.duration_s:g}", "--seed", str(cfg.seed),
+           "--timeout", f"{cfg.deadline_ms / 1000 + 10:g}", "--out", str(out)]
+    proc = await asyncio.create_subprocess_exec(*cmd, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                                                preexec_fn=_die_with_parent)
+    assert proc.stdout is not None
+    line = await asyncio.wait_for(proc.stdout.readline(), 60)
+    if line.strip() != b"ready":
+        raise RuntimeError(f"loadgen failed to start (said {line!r})")
+    return proc
+
+
+async def _progress(cfg: BenchConfig, label: str, start_epoch: float) -> None:
+    from tqdm import tqdm
+    with tqdm(total=round(cfg.duration_s), desc=f"bench {label:>12}", unit="s", disable=not cfg.progress,
+              leave=False, file=sys.stderr) as bar:
+        while bar.n < bar.total:
+            await asyncio.sleep(0.5)
+            bar.update(max(0, min(bar.total, round(time.time() - start_epoch)) - bar.n))
+
+
+async def run_mode(cfg: BenchConfig, mode: str, rate: float, pool: Pool, queries: Path, workdir: Path,
+                   hedge_ms: float | None = None) -> ModeRun:
+    """One mode at one rate on the shared worker pool: a fresh frontend process and loadgen
+    process, the plan replayed; everything started here is stopped here, whatever happens."""
+    cluster = pool.cluster
+    await pool.replayer.reset()
+    fe = FrontendProcess(frontend_args(cfg, mode, cluster, hedge_ms), free_port())
+    loadgen: asyncio.subprocess.Process | None = None
+    tasks: list[asyncio.Task[Any]] = []
+    out = workdir / f"records-{mode}-{rate:g}.npz"
+    starting = asyncio.create_task(_start_loadgen(cfg, rate, fe.url, queries, out))  # overlaps the frontend's start
+    try:
+        await fe.start()
+        n_data = len(cluster.addresses("data")) + (cfg.n_extra if mode in ("equal", "hedged") else 0)
+        await _wait_all_healthy(fe, n_data, cfg.n_extra if mode == "coded" else 0)
+        loadgen = await starting
+        start_epoch = time.time() + 0.3
+        assert loadgen.stdin is not None and fe.proc is not None
+        loadgen.stdin.write(f"{start_epoch!r}\n".encode())
+        await loadgen.stdin.drain()
+        events = expand(cfg.plan, cfg.n_data + cfg.n_extra, cfg.duration_s)
+        tasks = [asyncio.create_task(pool.replayer.run(events, start_epoch, plan_targets(cfg, mode))),
+                 asyncio.create_task(_progress(cfg, f"{mode} {rate:g}/s", start_epoch))]
+        await asyncio.sleep(max(0.0, start_epoch - time.time()))
+        cpu0 = _cpu_snapshot(fe.proc.pid, cluster.pids())
+        await loadgen.wait()
+        cpu = _cpu_usage(cpu0, _cpu_snapshot(fe.proc.pid, cluster.pids()))
+        replay = await tasks[0]
+        if loadgen.returncode != 0:
+            raise RuntimeError(f"loadgen exited with status {loadgen.returncode}")
+        data = np.load(out)
+        records = {k: data[k] for k in ("sched_s", "label", "status", "latency_ms", "lag_ms", "degraded", "pred")}
+        summary = report.summarize(records, await fe.get_json("/stats"), cpu)
+        summary["faults_replayed"] = vars(replay)
+        return ModeRun(records, summary)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if loadgen is None and not starting.cancel():
+            loadgen = starting.result() if starting.exception() is None else None
+        await asyncio.gather(starting, return_exceptions=True)
+        if loadgen is not None and loadgen.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                loadgen.kill()
+            await loadgen.wait()
+        await fe.stop()
+
+
+@dataclass
+class Pool:
+    """The worker processes shared by every mode and rate of one bench run."""
+
+    cluster: BenchCluster
+    replayer: FaultReplayer
+
+
+@contextlib.asynccontextmanager
+async def worker_pool(cfg: BenchConfig) -> AsyncIterator[Pool]:
+    cluster = BenchCluster(worker_specs(cfg))
+    replayer = FaultReplayer(cluster)
+    try:
+        await cluster.start(timeout_s=300)
+        await replayer.connect()
+        yield Pool(cluster, replayer)
+    finally:
+        await replayer.close()
+        await cluster.stop()
+
+
+def _cpu_snapshot(fe_pid: int, worker_pids: list[int]) -> dict[str, Any]:
+    usage = os.times()
+    return {"frontend": cpu_seconds(fe_pid), "workers": {p: cpu_seconds(p) for p in worker_pids},
+            "bench": usage.user + usage.system, "wall": time.monotonic()}
+
+
+def _cpu_usage(a: dict[str, Any], b: dict[str, Any]) -> dict[str, float]:
+    """CPU seconds used in the load window; frontend_util = frontend CPU s per wall s (1.0 = a core).
+    Workers count only processes alive at both ends (a restarted worker's new pid is left out)."""
+    wall = b["wall"] - a["wall"]
+    out = {f"{k}_cpu_s": round(b[k] - a[k], 3) for k in ("frontend", "bench")}
+    out["workers_cpu_s"] = round(sum(b["workers"][p] - a["workers"][p] for p in a["workers"] if p in b["workers"]), 3)
+    out["window_s"] = round(wall, 3)
+    out["frontend_util"] = round((b["frontend"] - a["frontend"]) / wall, 3) if wall > 0 else 0.0
+    return out
+
+
+def machine() -> dict[str, Any]:
+    cpu_model = ""
+    with contextlib.suppress(OSError):
+        cpu_model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                          if line.startswith("model name")), "")
+    return {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
+            "cpu_model": cpu_model, "loadavg_at_start": list(os.getloadavg())}
+
+
+def describe(cfg: BenchConfig) -> dict[str, Any]:
+    return {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "machine": machine(),
+            "plan": cfg.plan.describe(), "service_time": cfg.service_time, "rates_qps": list(cfg.rates),
+            "duration_s": cfg.duration_s, "n_data": cfg.n_data, "n_extra": cfg.n_extra, "k": cfg.k,
+            "model": cfg.model, "parity_model": cfg.parity_model or f"{cfg.model}:parity_k={cfg.k}",
+            "code": cfg.code, "dataset": cfg.dataset, "max_batch": cfg.max_batch, "seed": cfg.seed,
+            "deadline_ms": cfg.deadline_ms, "hedge_delay_ms": cfg.hedge_delay_ms,
+            "decode_grace_ms": cfg.decode_grace_ms, "group_timeout_ms": cfg.group_timeout_ms}
+
+
+async def run_bench(cfg: BenchConfig, pool: Pool | None = None,
+                    queries: Path | None = None) -> tuple[dict[str, Any], list[dict[str, ModeRun]]]:
+    """Every rate, every mode on one worker pool -> (report, per rate {mode: its run and records}).
+    ``pool`` and ``queries`` may be given (tests share them); else they are made here."""
+    rep = describe(cfg)
+    rep["runs"], all_runs = [], []
+    t0 = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="parm-bench-") as tmp:
+        async with contextlib.AsyncExitStack() as stack:
+            if queries is None:
+                queries = Path(tmp) / "queries.npz"
+                prepare_queries(cfg, queries)
+            if pool is None:
+                pool = await stack.enter_async_context(worker_pool(cfg))
+            rep["startup_s"] = round(time.monotonic() - t0, 1)
+            for rate in cfg.rates:
+                runs: dict[str, ModeRun] = {}
+                for mode in cfg.modes:
+                    hedge_ms = hedge_delay(cfg, runs) if mode == "hedged" else None
+                    runs[mode] = await run_mode(cfg, mode, rate, pool, queries, Path(tmp), hedge_ms)
+                    runs[mode].summary["hedge_delay_ms"] = hedge_ms
+                modes = {m: r.summary for m, r in runs.items()}
+                rep["runs"].append({"rate_qps": rate, "modes": modes, "comparison": report.compare(modes)})
+                all_runs.append(runs)
+    rep["wall_s"] = round(time.monotonic() - t0, 1)
+    return rep, all_runs
+
+
+def answered_latencies(runs: dict[str, ModeRun]) -> dict[str, np.ndarray]:
+    return {m: r.records["latency_ms"][r.records["status"] == 200] for m, r in runs.items()}

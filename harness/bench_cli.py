@@ -1,0 +1,153 @@
+"""The ``parm bench`` subcommand: flags -> BenchConfig -> harness.bench.run_bench -> table, JSON, PNG.
+
+``register(subparsers)`` follows the frontend.cli convention; heavy imports happen in ``run``.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+MODES = ("none", "equal", "hedged", "coded")
+
+
+def _modes(text: str) -> tuple[str, ...]:
+    modes = tuple(m.strip() for m in text.split(",") if m.strip())
+    bad = [m for m in modes if m not in MODES]
+    if bad or not modes:
+        raise argparse.ArgumentTypeError(f"modes must be a comma list of {', '.join(MODES)}; got {text!r}")
+    return modes
+
+
+def _rates(text: str) -> tuple[float, ...]:
+    try:
+        rates = tuple(float(r) for r in text.split(",") if r.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--rate wants numbers, e.g. 300 or 200,300,400; got {text!r}") from None
+    if not rates or min(rates) <= 0:
+        raise argparse.ArgumentTypeError(f"--rate values must be > 0; got {text!r}")
+    return rates
+
+
+def add_bench_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--modes", type=_modes, default=MODES, help="comma list of none,equal,hedged,coded (default all)")
+    p.add_argument("--workers", type=int, default=4, help="data workers N (extra: N/k parity or replicas)")
+    p.add_argument("--k", type=int, default=2)
+    p.add_argument("--model", default="builtin:linear", help="base model: builtin:linear or a checkpoint")
+    p.add_argument("--parity-model", default=None,
+                   help="parity checkpoint (its meta gives k and the code); default for builtins: the exact sum parity")
+    p.add_argument("--service-time", default="fixed:ms=10",
+                   help="every worker's --service-time: fixed:ms=F | exp:mean_ms=F | lognormal:median_ms=F,sigma=S | "
+                   "file:PATH.json")
+    p.add_argument("--rate", type=_rates, default=(100.0,),
+                   help="Poisson arrivals per second; a comma list sweeps load levels on the same workers")
+    p.add_argument("--duration", type=float, default=10.0, help="seconds of load per mode")
+    p.add_argument("--plan", default=None, help="fault plan: a JSON file or inline JSON (default: no faults)")
+    p.add_argument("--seed", type=int, default=0, help="arrivals, query order (the plan has its own seed)")
+    p.add_argument("--dataset", default="fashion-mnist", choices=["mnist", "fashion-mnist"])
+    p.add_argument("--max-batch", type=int, default=1, help="worker batch limit (default 1, as ParM)")
+    p.add_argument("--deadline-ms", type=float, default=5000.0)
+    p.add_argument("--decode-grace-ms", type=float, default=0.0,
+                   help="coded: wait this long for the real output before decoding (default 0, as ParM)")
+    p.add_argument("--hedge-delay-ms", type=float, default=None, help="hedged mode: fixed delay (default: the p95 that equal mode measured just before)")
+    p.add_argument("--json", default=None, metavar="PATH", help="write the full report as JSON")
+    p.add_argument("--plot", default=None, metavar="PATH", help="write a PNG: tail CDF and percentile bars")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("bench", help="benchmark serving modes under a fault plan on a local deployment",
+                              description="Start a local deployment per mode, drive Poisson load, replay faults.")
+    add_bench_arguments(p)
+    p.set_defaults(func=run)
+
+
+def build_config(args: argparse.Namespace) -> Any:
+    from frontend.commands import default_parity_model
+    from harness.bench import BenchConfig
+    from harness.plan import FaultPlan, load_plan, parse_plan
+
+    plan = FaultPlan()
+    if args.plan:
+        plan = parse_plan(json.loads(args.plan)) if args.plan.lstrip().startswith("{") else load_plan(args.plan)
+    code, parity = "sum", args.parity_model
+    if parity is None:
+        parity = default_parity_model(args.model, args.k, "sum")
+    else:
+        code = _checkpoint_code(parity, args.k)
+    return BenchConfig(modes=args.modes, n_data=args.workers, k=args.k, model=args.model, parity_model=parity,
+                       code=code, service_time=args.service_time, rates=args.rate, duration_s=args.duration,
+                       plan=plan, seed=args.seed, dataset=args.dataset, max_batch=args.max_batch,
+                       deadline_ms=args.deadline_ms, hedge_delay_ms=args.hedge_delay_ms,
+                       decode_grace_ms=args.decode_grace_ms,
+                       progress=not args.no_progress)
+
+
+def _checkpoint_code(path: str, k: int) -> str:
+    from parity_models import checkpoint
+    meta = checkpoint.load(Path(path)).get("meta") or {}
+    if meta.get("k") not in (None, k):
+        raise SystemExit(f"parm bench: {path} was trained for k={meta.get('k')}, not --k {k}")
+    return str(meta.get("code", "concat"))
+
+
+def run(args: argparse.Namespace) -> int:
+    from frontend.errors import ConfigError
+    from harness.bench import run_bench
+    from harness.plan import PlanError
+    from workers.model import parse_service_time
+
+    try:
+        parse_service_time(args.service_time)  # fail before starting anything
+        cfg = build_config(args)
+    except (ConfigError, PlanError, ValueError) as exc:
+        print(f"parm bench: {exc}", file=sys.stderr)
+        return 2
+    rep, runs = asyncio.run(run_bench(cfg))
+    print(render(rep))
+    write_outputs(rep, runs, args.json, args.plot)
+    lost = sum(m["lost"] for run_ in rep["runs"] for m in run_["modes"].values())
+    return 1 if lost else 0  # a lost query is a bug, never a result
+
+
+def write_outputs(rep: dict[str, Any], runs: list[dict[str, Any]], json_path: str | None,
+                  plot: str | None) -> None:
+    from harness import report
+    from harness.bench import answered_latencies
+    if json_path:
+        report.write_json(rep, json_path)
+    if plot:
+        for run_, mode_runs in zip(rep["runs"], runs):
+            report.plot(answered_latencies(mode_runs), run_["modes"], title_of(rep, run_["rate_qps"]), plot_path(plot, rep, run_))
+
+
+def plot_path(path: str, rep: dict[str, Any], run_: dict[str, Any]) -> Path:
+    """The given path for a single rate; PATH-<rate>qps.png for each rate of a sweep."""
+    p = Path(path)
+    return p if len(rep["runs"]) == 1 else p.with_name(f"{p.stem}-{run_['rate_qps']:g}qps{p.suffix}")
+
+
+def title_of(rep: dict[str, Any], rate: float) -> str:
+    return (f"N={rep['n_data']}+{rep['n_extra']} k={rep['k']} {rate:g} qps {rep['duration_s']:g} s, "
+            f"service {rep['service_time']}, plan {json.dumps(rep['plan']['faults'])[:120]}")
+
+
+def render(rep: dict[str, Any]) -> str:
+    from harness import report
+    head = [f"parm bench {rep['date']} on {rep['machine']['cpus']} CPUs ({rep['machine']['cpu_model']}), "
+            f"wall {rep['wall_s']} s (worker start {rep['startup_s']} s)",
+            f"model {rep['model']} / parity {rep['parity_model']} (code {rep['code']}), N={rep['n_data']} "
+            f"+{rep['n_extra']}, k={rep['k']}, max batch {rep['max_batch']}, dataset {rep['dataset']}",
+            f"load: Poisson {','.join(f'{r:g}' for r in rep['rates_qps'])} qps for {rep['duration_s']:g} s per mode, "
+            f"seed {rep['seed']}; "
+            f"service time {rep['service_time']}",
+            f"plan: {json.dumps(rep['plan'])}",
+            "latencies in ms from each query's scheduled arrival; fe_cpu = frontend CPU / wall (1 core = 100%)"]
+    body: list[str] = []
+    for run_ in rep["runs"]:
+        body += ["", f"rate {run_['rate_qps']:g} qps", report.table(run_["modes"]), "",
+                 *report.comparison_lines(run_["comparison"])]
+    return "\n".join([*head, *body])

@@ -1,0 +1,141 @@
+"""Open-loop Poisson load generator for ``parm bench``, run as its own process so it never shares
+an event loop (or a GIL) with the frontend: real test images, msgpack bodies, one query each.
+
+Protocol with harness/bench.py: the process loads its queries, prints ``ready``, reads one line
+from stdin (the wall-clock epoch at which arrival 0 is due), sends, writes ``--out`` (npz of
+per-query records) and prints ``done``. Latency is measured from each query's *scheduled*
+time, so a late sender is charged to the system, not hidden (no coordinated omission).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import aiohttp
+import msgpack
+import numpy as np
+
+from workers.protocol import ProtocolError, decode_tensor, encode_tensor
+
+LOST = 0            # status of a query sent but never answered (connection error, timeout, cut off)
+ANSWER_TYPE = "application/msgpack"
+
+
+@dataclass
+class Records:
+    """One slot per scheduled query; filled in as answers arrive."""
+
+    sched_s: np.ndarray                      # (n,) due time relative to the start
+    label: np.ndarray                        # (n,) int64 true class
+    status: np.ndarray = field(init=False)   # HTTP status, LOST = no answer
+    latency_ms: np.ndarray = field(init=False)
+    lag_ms: np.ndarray = field(init=False)   # send time minus due time (the sender's own delay)
+    degraded: np.ndarray = field(init=False)
+    pred: np.ndarray = field(init=False)     # predicted class, -1 without an answer
+
+    def __post_init__(self) -> None:
+        n = len(self.sched_s)
+        self.status = np.full(n, LOST, np.int32)
+        self.latency_ms = np.full(n, np.nan)
+        self.lag_ms = np.full(n, np.nan)
+        self.degraded = np.zeros(n, bool)
+        self.pred = np.full(n, -1, np.int64)
+
+
+def arrivals(rate: float, duration_s: float, seed: int) -> np.ndarray:
+    """Poisson arrival times in [0, duration_s): the same for every mode given the seed."""
+    rng = np.random.default_rng(seed)
+    gaps = rng.exponential(1.0 / rate, size=int(rate * duration_s * 1.5) + 100)
+    times = np.cumsum(gaps) - gaps[0]  # the first query is due at 0
+    return times[times < duration_s]
+
+
+async def _send_one(session: aiohttp.ClientSession, url: str, x: np.ndarray, i: int, rec: Records,
+                    due: float, loop: asyncio.AbstractEventLoop) -> None:
+    rec.lag_ms[i] = (loop.time() - due) * 1000
+    body = msgpack.packb({"inputs": encode_tensor(x[None])})
+    try:
+        async with session.post(url, data=body, headers={"Content-Type": ANSWER_TYPE}) as resp:
+            raw = await resp.read()
+            status = resp.status
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+        return  # stays LOST: sent, never answered
+    rec.latency_ms[i] = (loop.time() - due) * 1000
+    rec.status[i] = status
+    if status == 200:
+        _parse_answer(raw, i, rec)
+
+
+def _parse_answer(raw: bytes, i: int, rec: Records) -> None:
+    try:
+        answer = msgpack.unpackb(raw, raw=False)
+        outputs = decode_tensor(answer["outputs"])  # (1, C)
+    except (ValueError, KeyError, TypeError, ProtocolError, msgpack.ExtraData):
+        rec.status[i] = 598  # a 200 whose body does not parse counts as failed
+        return
+    rec.pred[i] = int(np.argmax(outputs[0]))
+    rec.degraded[i] = bool(answer["degraded"][0])
+
+
+async def run(url: str, x: np.ndarray, y: np.ndarray, sched: np.ndarray, start_epoch: float,
+              timeout_s: float, drain_s: float) -> Records:
+    """Send query i (image i mod len(x)) at start_epoch + sched[i]; wait for answers; return records."""
+    rec = Records(sched, y[np.arange(len(sched)) % len(y)])
+    loop = asyncio.get_running_loop()
+    base = loop.time() + (start_epoch - time.time())  # the start, on the loop's clock
+    tasks: set[asyncio.Task[None]] = set()
+    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=None)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout_s)) as session:
+        for i, t in enumerate(sched):
+            due = base + float(t)
+            if due > loop.time():
+                await asyncio.sleep(due - loop.time())
+            task = asyncio.create_task(_send_one(session, url, x[i % len(x)], i, rec, due, loop))
+            tasks.add(task)  # strong reference until done
+            task.add_done_callback(tasks.discard)
+        if tasks:
+            await asyncio.wait(set(tasks), timeout=drain_s)
+        for task in list(tasks):  # still unanswered after the drain: counted as lost
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return rec
+
+
+def save(rec: Records, path: str, wall_s: float) -> None:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    meta = {"cpu_s": usage.ru_utime + usage.ru_stime, "wall_s": wall_s}
+    np.savez(path, sched_s=rec.sched_s, label=rec.label, status=rec.status, latency_ms=rec.latency_ms,
+             lag_ms=rec.lag_ms, degraded=rec.degraded, pred=rec.pred, meta=json.dumps(meta))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m harness.loadgen", description=__doc__)
+    p.add_argument("--url", required=True, help="frontend /predict URL")
+    p.add_argument("--queries", required=True, help="npz with x (M, *S) float32 and y (M,) labels")
+    p.add_argument("--rate", type=float, required=True, help="mean arrivals per second (Poisson)")
+    p.add_argument("--duration", type=float, required=True, help="seconds of arrivals")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--timeout", type=float, default=30.0, help="per-request client timeout (s)")
+    p.add_argument("--drain", type=float, default=15.0, help="wait this long for answers after the last send")
+    p.add_argument("--out", required=True, help="where to write the per-query records (npz)")
+    args = p.parse_args(argv)
+    data = np.load(args.queries)
+    x, y = np.ascontiguousarray(data["x"], np.float32), data["y"].astype(np.int64)
+    sched = arrivals(args.rate, args.duration, args.seed)
+    print("ready", flush=True)
+    start_epoch = float(sys.stdin.readline())
+    t0 = time.monotonic()
+    rec = asyncio.run(run(args.url, x, y, sched, start_epoch, args.timeout, args.drain))
+    save(rec, args.out, time.monotonic() - t0)
+    print("done", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
