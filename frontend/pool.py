@@ -91,7 +91,8 @@ class WorkerPool:
         if info.get("input_shape") != ref.get("input_shape"):
             return f"input shape {info.get('input_shape')} differs from the data model's {ref.get('input_shape')}"
         if w.role == "data":
-            if info.get("model_id") != ref.get("model_id"):
+            # compared only when both report one: a plain V2 server (e.g. Triton) has no model_id
+            if info.get("model_id") and ref.get("model_id") and info["model_id"] != ref["model_id"]:
                 return f"model {info.get('model_id')} differs from the other data workers' {ref.get('model_id')}"
             return None
         meta = info.get("meta") or {}
