@@ -83,11 +83,29 @@ def study(quick: bool = False) -> dict[str, list[tuple[str, dict]]]:
     return out
 
 
+def variants(queries: int = 100_000) -> None:
+    """Frontend policy variants at the headline setting (seed 1): what the real frontend could change."""
+    cfg = base(queries=queries)
+    opts = [("real frontend (default)", {}), ("hold load until the worker is done", {"hold_load_until_done": True}),
+            ("hold load + cancel at worker", {"hold_load_until_done": True, "cancel_at_worker": True})]
+    results = run_grid([dataclasses.replace(cfg, **o) for _, o in opts], modes=("coded", "hedged", "equal"))
+    print("\n| variant | coded p50 / p99 / p99.9 | hedged p50 / p99 / p99.9 | equal p99.9 | coded degraded |\n"
+          "|---|---|---|---|---|")
+    for (label, _), r in zip(opts, results):
+        c, h = r["coded"], r["hedged"]
+        print(f"| {label} | {c['p50']:.2f} / {c['p99']:.1f} / {c['p99.9']:.1f} | {h['p50']:.2f} / {h['p99']:.1f} / "
+              f"{h['p99.9']:.1f} | {r['equal']['p99.9']:.1f} | {c['degraded']:.3f} |", flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--quick", action="store_true", help="fewer queries per setting")
     p.add_argument("--json", default=None)
+    p.add_argument("--variants", action="store_true", help="only the frontend-policy variants")
     args = p.parse_args()
+    if args.variants:
+        variants()
+        return
     out = study(args.quick)
     if args.json:
         with open(args.json, "w") as f:
