@@ -85,15 +85,19 @@ def main() -> None:
                      "parm_8min": ANCHOR.get((dataset, k, code)),
                      "val_curve": [[h["epoch"], h["elapsed_s"], round(h["degraded_top1"], 2)] for h in history]})
         print(format_table(rows[-1:], COLUMNS), flush=True)
+        write_report(Path(args.out), rows)  # after every run, so an interrupted benchmark keeps its results
 
     print("\n" + format_table(rows, COLUMNS))
+    print(f"wrote {args.out}")
+
+
+def write_report(path: Path, rows: list[dict]) -> None:
     report = {"command": " ".join(["benchmarks/train_bench.py"] + sys.argv[1:]), "torch": torch.__version__,
               "device": "cuda" if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)",
               "machine": platform.machine(), "note": "wall times on a shared 2-core machine are approximate",
               "runs": rows}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=1) + "\n")
 
 
 if __name__ == "__main__":
