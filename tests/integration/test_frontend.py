@@ -176,7 +176,7 @@ async def test_decode_grace_prefers_the_real_output(addr) -> None:
 
 async def test_hedged_mode_resends_a_slow_query_and_answers_once(addr) -> None:
     async with worker_servers(["builtin:linear"] * 2) as ws, \
-            frontend(cfg(addr(ws[:1]), addr(ws[1:]), mode="hedged", hedge_delay_ms=30)) as c:
+            frontend(cfg(addr(ws[:1]), addr(ws[1:]), mode="hedged", hedge_delay_ms=100)) as c:
         ws[0].faults.set("stall")
         x = images(4)
         resp = await c.post("/predict", json={"inputs": x.tolist()})
@@ -185,7 +185,9 @@ async def test_hedged_mode_resends_a_slow_query_and_answers_once(addr) -> None:
         np.testing.assert_allclose(np.array(body["outputs"]), LINEAR.predict(x), rtol=1e-5, atol=1e-5)
         stats = service_of(c).stats
         assert stats.answered == 4 and stats.degraded == 0  # one answer each, never decoded
-        assert 1 <= stats.hedges <= 4 and stats.hedge_wins == stats.hedges
+        # queries that went to the stalled replica can only be answered by their hedge; a busy
+        # machine may also hedge some that went to the healthy one, whose first copy then wins
+        assert 1 <= stats.hedge_wins <= stats.hedges <= 4
         ws[0].faults.set("none")
 
 
