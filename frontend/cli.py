@@ -13,7 +13,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
-COMMAND_MODULES = ("frontend.commands", "frontend.demo", "workers.cli", "parity_models.cli")
+COMMAND_MODULES = ("frontend.commands", "frontend.demo", "workers.cli", "parity_models.cli", "harness.bench_cli",
+                   "harness.sim_cli")
 
 
 CONFIG_COMMANDS = ("serve", "up")  # subcommands that take --config FILE.toml
