@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import json
 import os
 import platform
 import sys
@@ -137,9 +138,15 @@ async def _start_loadgen(cfg: BenchConfig, rate: float, url: str, queries: Path,
     proc = await asyncio.create_subprocess_exec(*cmd, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                                                 preexec_fn=_die_with_parent)
     assert proc.stdout is not None
-    line = await asyncio.wait_for(proc.stdout.readline(), 60)
-    if line.strip() != b"ready":
-        raise RuntimeError(f"loadgen failed to start (said {line!r})")
+    try:
+        line = await asyncio.wait_for(proc.stdout.readline(), 60)
+        if line.strip() != b"ready":
+            raise RuntimeError(f"loadgen failed to start (said {line!r})")
+    except BaseException:  # also cancellation (the frontend failed to start): leave no process behind
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        raise
     return proc
 
 
@@ -184,6 +191,7 @@ async def run_mode(cfg: BenchConfig, mode: str, rate: float, pool: Pool, queries
             raise RuntimeError(f"loadgen exited with status {loadgen.returncode}")
         data = np.load(out)
         records = {k: data[k] for k in ("sched_s", "label", "status", "latency_ms", "lag_ms", "degraded", "pred")}
+        cpu["loadgen_cpu_s"] = round(json.loads(str(data["meta"]))["cpu_s"], 3)
         summary = report.summarize(records, await fe.get_json("/stats"), cpu)
         summary["faults_replayed"] = vars(replay)
         return ModeRun(records, summary)
