@@ -39,9 +39,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--batch-cost", type=float, default=0.0, help="a batch of b costs (1 + c*(b-1)) services")
     p.add_argument("--cancel-at-worker", action="store_true",
                    help="cancelled requests leave the worker's queue (the real worker keeps serving them)")
-    p.add_argument("--hold-load-until-done", action="store_true",
-                   help="a cancelled request counts as in flight until its worker finishes it (the real frontend "
-                        "forgets it at once)")
+    p.add_argument("--release-load-on-cancel", action="store_true",
+                   help="a cancelled request leaves the in-flight count at once (the frontend's behaviour before "
+                        "it kept abandoned requests counted until their reply)")
     p.add_argument("--json", default=None, help="write metrics and settings here")
     p.set_defaults(func=run_simulate)
 
@@ -54,7 +54,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
                      hedge_delay_ms=args.hedge_delay_ms, group_timeout_ms=args.group_timeout_ms,
                      frontend_ms=args.frontend_ms, encode_ms=args.encode_ms, decode_ms=args.decode_ms,
                      max_batch=args.max_batch, batch_cost=args.batch_cost, cancel_at_worker=args.cancel_at_worker,
-                     hold_load_until_done=args.hold_load_until_done)
+                     hold_load_until_done=not args.release_load_on_cancel)
 
 
 def run_simulate(args: argparse.Namespace) -> int:

@@ -107,7 +107,7 @@ class SimConfig:
     max_batch: int = 1
     batch_cost: float = 0.0              # a batch of b costs service * (1 + batch_cost * (b - 1))
     cancel_at_worker: bool = False       # True: cancelled requests leave the worker's queue (the real worker keeps them)
-    hold_load_until_done: bool = False   # True: a cancelled request counts as in flight until its worker is done
+    hold_load_until_done: bool = True    # a cancelled request counts as in flight until its worker is done (real frontend)
 
     def __post_init__(self) -> None:
         checks = [(self.mode in MODES, f"mode must be one of {MODES}"), (self.workers >= 1, "workers must be >= 1"),

@@ -89,6 +89,8 @@ class FrontendSide:
         self._fetch(f)
 
     def _send(self, f: Fetch, w: int) -> None:
+        if f.started < 0:
+            f.started = self.now
         req = Req(f, w, self.now)
         f.req = req
         self.pool_of[w].add(w, 1)
@@ -99,7 +101,8 @@ class FrontendSide:
 
     def _release(self, req: Req, cancelled: bool = False) -> None:
         """The frontend stops waiting for ``req`` (answered, failed or cancelled). A cancelled request
-        leaves the in-flight count at once (as in WorkerClient), unless ``hold_load_until_done``."""
+        stays in the in-flight count until its worker is done, as in WorkerClient (whose pending
+        entry lives until the reply), unless ``hold_load_until_done`` is off."""
         req.live = False
         req.fetch.req = None
         if not (cancelled and self.cfg.hold_load_until_done):
@@ -132,8 +135,10 @@ class FrontendSide:
             g.parity_out = True
             self._maybe_decode(g)
             return
-        self.latency.record(self.now - req.sent)
-        if self.hedge is not None:
+        if self.hedge is None:
+            self.latency.record(self.now - req.sent)
+        else:  # as GroupRun._hedged_fetch: the whole query, from its first copy
+            self.latency.record(self.now - g.fetches[f.slot].started)
             self._cancel_copies(g, f)
         self._on_output(g, f.slot)
 

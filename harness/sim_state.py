@@ -22,7 +22,7 @@ class Req:
 class Fetch:
     """One ``GroupRun._fetch`` loop (or the parity request): re-sends after failures until done."""
 
-    __slots__ = ("attempt", "done", "group", "parity", "req", "slot", "tried")
+    __slots__ = ("attempt", "done", "group", "parity", "req", "slot", "started", "tried")
 
     def __init__(self, group: Group, slot: int, parity: bool = False) -> None:
         self.group, self.slot, self.parity = group, slot, parity
@@ -30,6 +30,7 @@ class Fetch:
         self.attempt = 0
         self.req: Req | None = None
         self.done = False
+        self.started = -1.0  # time of the first send (hedged mode records query latency from it)
 
 
 class Group:

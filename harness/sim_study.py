@@ -86,8 +86,9 @@ def study(quick: bool = False) -> dict[str, list[tuple[str, dict]]]:
 def variants(queries: int = 100_000) -> None:
     """Frontend policy variants at the headline setting (seed 1): what the real frontend could change."""
     cfg = base(queries=queries)
-    opts = [("real frontend (default)", {}), ("hold load until the worker is done", {"hold_load_until_done": True}),
-            ("hold load + cancel at worker", {"hold_load_until_done": True, "cancel_at_worker": True})]
+    opts = [("release load on cancel (old frontend)", {"hold_load_until_done": False}),
+            ("hold load until the worker is done (frontend now)", {}),
+            ("hold load + cancel at worker", {"cancel_at_worker": True})]
     results = run_grid([dataclasses.replace(cfg, **o) for _, o in opts], modes=("coded", "hedged", "equal"))
     print("\n| variant | coded p50 / p99 / p99.9 | hedged p50 / p99 / p99.9 | equal p99.9 | coded degraded |\n"
           "|---|---|---|---|---|")
