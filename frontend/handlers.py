@@ -116,7 +116,8 @@ def _parse_inputs(body: dict[str, Any], shape: tuple[int, ...], max_queries: int
     """-> (N, *shape) float32, C-contiguous; BadRequest naming the problem otherwise."""
     raw = body["inputs"]
     try:
-        arr = decode_tensor(raw).astype(np.float32) if isinstance(raw, dict) else np.asarray(raw, dtype=np.float32)
+        with np.errstate(over="ignore", invalid="ignore"):  # huge numbers become inf, refused just below
+            arr = decode_tensor(raw).astype(np.float32) if isinstance(raw, dict) else np.asarray(raw, dtype=np.float32)
     except (ValueError, TypeError, ProtocolError) as exc:
         raise BadRequest(f'"inputs" is not a rectangular array of numbers: {exc}') from exc
     return validate_queries(arr, shape, max_queries)
