@@ -50,6 +50,8 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default="fashion-mnist", choices=["mnist", "fashion-mnist"])
     p.add_argument("--max-batch", type=int, default=1, help="worker batch limit (default 1, as ParM)")
     p.add_argument("--deadline-ms", type=float, default=5000.0)
+    p.add_argument("--group-timeout-ms", type=float, default=20.0,
+                   help="coded: send a partial group's data uncoded after this long (default 20, the frontend's)")
     p.add_argument("--decode-grace-ms", type=float, default=0.0,
                    help="coded: wait this long for the real output before decoding (default 0, as ParM)")
     p.add_argument("--hedge-delay-ms", type=float, default=None, help="hedged mode: fixed delay (default: the p95 that equal mode measured just before)")
@@ -82,7 +84,7 @@ def build_config(args: argparse.Namespace) -> Any:
                        code=code, service_time=args.service_time, rates=args.rate, duration_s=args.duration,
                        plan=plan, seed=args.seed, dataset=args.dataset, max_batch=args.max_batch,
                        deadline_ms=args.deadline_ms, hedge_delay_ms=args.hedge_delay_ms,
-                       decode_grace_ms=args.decode_grace_ms,
+                       decode_grace_ms=args.decode_grace_ms, group_timeout_ms=args.group_timeout_ms,
                        progress=not args.no_progress)
 
 
