@@ -112,7 +112,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, default=None, help="default: 30, or unbounded with --time-budget")
     p.add_argument("--time-budget", type=float, default=None, help="seconds of training (the lr decays to 0 then)")
     p.add_argument("--loss", default="mse", choices=("mse", "kl"),
-                   help="mse onto the summed base outputs (ParM), or kl between each decoded output's softmax and the base's")
+                   help="mse onto the summed base outputs (ParM), or kl between each decoded output's "
+                        "softmax and the base model's")
     p.add_argument("--resume", default=None, help="a .last checkpoint to continue from")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--lr", type=float, default=1e-3)
