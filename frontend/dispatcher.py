@@ -46,7 +46,7 @@ class GroupRun:
         self.finished = False
         self.decode_grace_s = decode_grace_s  # wait this long for the real output before decoding
         self._decode_timer: asyncio.TimerHandle | None = None
-        self.latency = latency or LatencyTracker()
+        self.latency = latency if latency is not None else LatencyTracker()  # an empty tracker is falsy
         self.hedge = hedge                    # hedged mode: re-send a slow query to another replica
 
     @property

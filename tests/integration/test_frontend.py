@@ -97,6 +97,7 @@ async def test_msgpack_tensor_round_trip(addr) -> None:
         body = msgpack.unpackb(await resp.read())
         np.testing.assert_allclose(decode_tensor(body["outputs"]), LINEAR.predict(x), rtol=1e-5, atol=1e-5)
         assert body["degraded"] == [False] * 3
+        assert len(service_of(c).latency) == 3  # every group feeds the service's one latency record
 
 
 async def test_flat_queries_are_accepted(addr) -> None:
