@@ -11,10 +11,13 @@ import asyncio
 import contextlib
 import ctypes
 import logging
+import os
 import re
 import signal
 import sys
 from dataclasses import dataclass, field
+
+from workers.auth import ENV
 
 log = logging.getLogger(__name__)
 READY_LINE = re.compile(rb"parm worker listening on (\S+):(\d+)")
@@ -50,9 +53,10 @@ class WorkerProcess:
 
 
 class LocalCluster:
-    def __init__(self, specs: list[WorkerSpec], host: str = "127.0.0.1") -> None:
+    def __init__(self, specs: list[WorkerSpec], host: str = "127.0.0.1", secret: str | None = None) -> None:
         self.specs = specs
         self.host = host
+        self.secret = secret  # handed to workers in their environment, never on a command line
         self.workers: list[WorkerProcess] = []
 
     def addresses(self, role: str) -> tuple[tuple[str, int], ...]:
@@ -71,7 +75,8 @@ class LocalCluster:
         cmd = [sys.executable, "-m", "frontend.cli", "worker", "--model", spec.model, "--port", "0",
                "--host", self.host, "--fault", spec.fault, "--max-batch", str(spec.max_batch),
                "--device", spec.device, "--threads", str(spec.threads)]
-        proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE,
+        env = {**os.environ, ENV: self.secret} if self.secret else None
+        proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE, env=env,
                                                     preexec_fn=_die_with_parent)
         return WorkerProcess(spec, proc)
 

@@ -17,6 +17,7 @@ from frontend.cluster import LocalCluster, cluster_specs
 from frontend.config import MODES, FrontendConfig, parse_address, parse_addresses
 from frontend.errors import ConfigError
 from frontend.handlers import SERVICE
+from workers.auth import AuthError, new_secret, read_secret
 
 
 def add_frontend_arguments(p: argparse.ArgumentParser) -> None:
@@ -41,16 +42,26 @@ def add_frontend_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--auth-token-file", default=None,
                    help="require 'Authorization: Bearer TOKEN' on the API (TOKEN read from this file; "
                         "or set PARM_AUTH_TOKEN); the probes /health, /ready, /metrics stay open")
+    p.add_argument("--worker-secret-file", default=None,
+                   help="shared secret for the workers' handshake (or $PARM_WORKER_SECRET); parm up makes one")
     p.add_argument("--drain-timeout-s", type=float, default=5.0, help="on SIGTERM, wait this long for in-flight queries")
 
 
-def config_from_args(args: argparse.Namespace, data: Any, parity: Any) -> FrontendConfig:
+def config_from_args(args: argparse.Namespace, data: Any, parity: Any, worker_secret: str | None = None) -> FrontendConfig:
     default = tuple(float(v) for v in args.default_output.split(",")) if args.default_output else None
     return FrontendConfig(data=data, parity=parity, model_name=args.model_name, k=args.k, code=args.code, mode=args.mode, host=args.host,
                           port=args.port, deadline_ms=args.deadline_ms, group_timeout_ms=args.group_timeout_ms,
                           decode_grace_ms=args.decode_grace_ms, hedge_delay_ms=args.hedge_delay_ms,
                           default_output=default, max_pending=args.max_pending,
-                          health_interval_s=args.health_interval_s, auth_token=read_token(args.auth_token_file))
+                          health_interval_s=args.health_interval_s, auth_token=read_token(args.auth_token_file),
+                          worker_secret=worker_secret if worker_secret is not None else _worker_secret(args))
+
+
+def _worker_secret(args: argparse.Namespace) -> str | None:
+    try:
+        return read_secret(args.worker_secret_file)
+    except AuthError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def read_token(path: str | None) -> str | None:
@@ -88,6 +99,7 @@ def register(subparsers: Any) -> None:
     fault = subparsers.add_parser("fault", help="set a running worker's fault injection")
     fault.add_argument("address", help="worker HOST:PORT")
     fault.add_argument("spec", help="fault spec, e.g. stall, none, delay:ms=50")
+    fault.add_argument("--worker-secret-file", default=None, help="the workers' shared secret (or $PARM_WORKER_SECRET)")
     fault.set_defaults(func=run_fault)
 
 
@@ -155,10 +167,12 @@ async def _up(args: argparse.Namespace) -> int:
                           max_batch=args.max_batch, device=args.device)
     for index, spec in faults.items():
         specs[index].fault = spec
-    cluster = LocalCluster(specs, host="127.0.0.1")
+    # every local cluster authenticates its workers, with the given secret or a fresh one
+    secret = _worker_secret(args) or new_secret()
+    cluster = LocalCluster(specs, host="127.0.0.1", secret=secret)
     await cluster.start()
     try:
-        cfg = config_from_args(args, cluster.addresses("data"), cluster.addresses("parity"))
+        cfg = config_from_args(args, cluster.addresses("data"), cluster.addresses("parity"), worker_secret=secret)
         banner = (f"parm up: frontend on http://{cfg.host}:{cfg.port} ({cfg.mode}, k={cfg.k}); "
                   f"data workers {_fmt(cluster.addresses('data'))}; "
                   f"{'parity' if cfg.mode == 'coded' else 'extra'} workers {_fmt(cluster.addresses('parity'))}")
@@ -199,7 +213,7 @@ def run_fault(args: argparse.Namespace) -> int:
 
     async def send() -> None:
         host, port = parse_address(args.address)
-        client = WorkerClient(host, port, "control")
+        client = WorkerClient(host, port, "control", secret=_worker_secret(args))
         client.start()
         try:
             if not await client.wait_connected(5.0):

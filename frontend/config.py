@@ -63,6 +63,7 @@ class FrontendConfig:
     max_queries_per_request: int = 1024
     max_body_bytes: int = 16 * 1024 * 1024
     auth_token: str | None = field(default=None, repr=False)  # bearer token the HTTP API requires, if set
+    worker_secret: str | None = field(default=None, repr=False)  # shared secret of the workers' handshake
     health_interval_s: float = 1.0
     health_timeout_s: float = 1.0
     connect_timeout_s: float = 2.0

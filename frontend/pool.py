@@ -25,7 +25,7 @@ def make_client(address: Address, role: str, cfg: FrontendConfig) -> WorkerClien
         from frontend.v2_worker import V2WorkerClient  # aiohttp client only where V2 workers are used
 
         return V2WorkerClient(address, role, **opts)  # type: ignore[return-value]
-    return WorkerClient(address[0], address[1], role, **opts)
+    return WorkerClient(address[0], address[1], role, secret=cfg.worker_secret, **opts)
 
 
 class WorkerPool:
@@ -105,5 +105,6 @@ class WorkerPool:
     def summary(self) -> dict[str, Any]:
         def one(w: WorkerClient) -> dict[str, Any]:
             return {"address": f"{w.host}:{w.port}", "connected": w.connected, "healthy": w.healthy,
-                    "in_flight": w.in_flight, "refused": w.refused, "model": w.info.get("name")}
+                    "in_flight": w.in_flight, "refused": w.refused, "model": w.info.get("name"),
+                    "auth_error": getattr(w, "auth_error", None)}
         return {"data": [one(w) for w in self.data], "parity": [one(w) for w in self.parity]}

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from frontend.errors import WorkerFailed, WorkerUnavailable
+from workers import auth
 from workers.protocol import DEFAULT_MAX_FRAME, FrameDecoder, ProtocolError, decode_tensor, encode_tensor, pack
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ READ_CHUNK = 256 * 1024
 class WorkerClient:
     def __init__(self, host: str, port: int, role: str = "data", *, max_frame: int = DEFAULT_MAX_FRAME,
                  connect_timeout_s: float = 2.0, health_interval_s: float = 1.0, health_timeout_s: float = 1.0,
-                 max_backoff_s: float = 2.0) -> None:
+                 max_backoff_s: float = 2.0, secret: str | None = None) -> None:
         self.host, self.port, self.role = host, port, role
         self.max_frame = max_frame
         self.connect_timeout_s = connect_timeout_s
@@ -36,6 +37,8 @@ class WorkerClient:
         self.info: dict[str, Any] = {}        # the worker's pong info: model, input_shape, ...
         self.probe_ok = False                   # the last real-inference probe answered in time
         self.refused: str | None = None         # set by the pool when this worker must not be used
+        self.secret = secret                    # shared secret for the worker's handshake (workers.auth)
+        self.auth_error: str | None = None      # why the last handshake failed, if it did
         self.answered = 0                       # replies received, and their summed round trip (metrics)
         self.latency_sum = 0.0
         self._ids = itertools.count(1)
@@ -129,35 +132,65 @@ class WorkerClient:
     async def _connection_loop(self) -> None:
         backoff = 0.05
         while not self._closing:
-            try:
-                reader, writer = await asyncio.wait_for(
-                    asyncio.open_connection(self.host, self.port, limit=READ_CHUNK), self.connect_timeout_s)
-            except (OSError, asyncio.TimeoutError) as exc:
-                log.debug("%s: connect failed: %s", self.name, exc)
+            connected = await self._connect()
+            if connected is None:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.max_backoff_s)
                 continue
             backoff = 0.05
+            reader, writer, decoder, early = connected
             self._writer = writer
             self._connected.set()
             log.info("%s: connected", self.name)
             try:
-                await self._read_loop(reader)
+                await self._read_loop(reader, decoder, early)
             finally:
                 self._drop_connection(WorkerUnavailable(f"{self.name}: connection lost"))
             if not self._closing:
                 log.warning("%s: connection lost; reconnecting", self.name)
+                if self.auth_error:  # reconnecting at once would only fail the same way
+                    await asyncio.sleep(self.max_backoff_s)
 
-    async def _read_loop(self, reader: asyncio.StreamReader) -> None:
-        decoder = FrameDecoder(self.max_frame)
+    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, FrameDecoder, list[Any]] | None:
+        """Open the connection and, with a secret, pass the worker's handshake; None on failure."""
         try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(self.host, self.port, limit=READ_CHUNK), self.connect_timeout_s)
+        except (OSError, asyncio.TimeoutError) as exc:
+            log.debug("%s: connect failed: %s", self.name, exc)
+            return None
+        decoder = FrameDecoder(self.max_frame)
+        early: list[Any] = []
+        if self.secret is not None:
+            try:
+                early = await auth.answer(reader, writer, decoder, self.secret, self.connect_timeout_s)
+            except (auth.AuthError, OSError) as exc:
+                self.auth_error = str(exc)
+                log.error("%s: handshake failed: %s", self.name, exc)
+                writer.close()
+                return None
+        self.auth_error = None
+        return reader, writer, decoder, early
+
+    async def _read_loop(self, reader: asyncio.StreamReader, decoder: FrameDecoder, early: list[Any]) -> None:
+        try:
+            self._dispatch_replies(early)
             while data := await reader.read(READ_CHUNK):
-                for msg in decoder.feed(data):
-                    fut = self._pending.pop(msg["id"], None)
-                    if fut is not None and not fut.done():  # done: the caller gave up; drop it
-                        fut.set_result(msg)
+                self._dispatch_replies(decoder.feed(data))
         except (OSError, ProtocolError) as exc:  # reset by peer, or a peer speaking garbage
             log.warning("%s: %s", self.name, exc)
+        except auth.AuthError as exc:
+            self.auth_error = str(exc)
+            log.error("%s: %s", self.name, exc)
+
+    def _dispatch_replies(self, messages: list[dict[str, Any]]) -> None:
+        for msg in messages:
+            if msg.get("type") == "hello":  # a worker with a secret greets: we have none to answer with
+                raise auth.AuthError("the worker requires a shared secret (--worker-secret-file or "
+                                     f"${auth.ENV})")
+            fut = self._pending.pop(msg["id"], None)
+            if fut is not None and not fut.done():  # done: the caller gave up; drop it
+                fut.set_result(msg)
 
     def _drop_connection(self, exc: Exception) -> None:
         self._connected.clear()

@@ -46,6 +46,11 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
                         help="calibrated per-batch service time for any model: fixed:ms=F | exp:mean_ms=F | "
                         "lognormal:median_ms=F,sigma=S | file:PATH.json (list of ms). Outputs stay the real "
                         "model's; after real inference the worker sleeps the rest of the drawn time")
+    parser.add_argument("--secret-file", default=None,
+                        help="require the shared-secret handshake on every connection (secret read from this file; "
+                             "or set PARM_WORKER_SECRET)")
+    parser.add_argument("--metrics-port", type=_port, default=None,
+                        help="serve Prometheus metrics over HTTP on this port (same --host)")
     parser.add_argument("--threads", type=_int_at_least(0), default=0,
                         help="torch intra-op threads (0 = torch default); 1 suits many workers per host")
 
@@ -63,6 +68,7 @@ def run_worker(args: argparse.Namespace) -> int:
 
     import torch
 
+    from workers.auth import AuthError, read_secret
     from workers.faults import parse
     from workers.model import load_model, parse_service_time
     from workers.server import serve_forever
@@ -80,7 +86,13 @@ def run_worker(args: argparse.Namespace) -> int:
         print(f"parm worker: {exc}", file=sys.stderr)
         return 2
     try:
-        return asyncio.run(serve_forever(model, args.host, args.port, args.max_batch, args.fault, args.max_frame))
+        secret = read_secret(args.secret_file)
+    except AuthError as exc:
+        print(f"parm worker: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(serve_forever(model, args.host, args.port, args.max_batch, args.fault, args.max_frame,
+                                         secret=secret, metrics_port=args.metrics_port))
     except OSError as exc:  # e.g. the port is taken
         print(f"parm worker: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1

@@ -12,16 +12,25 @@ import logging
 import os
 import signal
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from workers import auth
 from workers.faults import FaultInjector, InjectedDrop, InjectedError
 from workers.model import LoadedModel
-from workers.protocol import (DEFAULT_MAX_FRAME, REQUEST_TYPES, FrameDecoder, ProtocolError, decode_tensor,
-                              encode_tensor, pack)
+from workers.protocol import (
+    DEFAULT_MAX_FRAME,
+    REQUEST_TYPES,
+    FrameDecoder,
+    ProtocolError,
+    decode_tensor,
+    encode_tensor,
+    pack,
+)
 
 log = logging.getLogger(__name__)
 READ_CHUNK = 256 * 1024
@@ -73,12 +82,13 @@ class WorkerServer:
 
     def __init__(self, model: LoadedModel, host: str = "127.0.0.1", port: int = 0, max_batch: int = 32,
                  fault_spec: str = "none", max_frame: int = DEFAULT_MAX_FRAME,
-                 faults: FaultInjector | None = None) -> None:
+                 faults: FaultInjector | None = None, secret: str | None = None) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")
         self.model, self.host, self.max_batch, self.max_frame = model, host, max_batch, max_frame
         # An injected FaultInjector (e.g. with a seeded RNG) wins over fault_spec.
         self.faults = faults if faults is not None else FaultInjector(fault_spec)
+        self.secret = secret  # set: every connection must pass the shared-secret handshake (workers.auth)
         self._requested_port = port
         self._server: asyncio.Server | None = None
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
@@ -88,6 +98,8 @@ class WorkerServer:
         self.in_flight = 0
         self.requests_served = 0
         self.batches_run = 0
+        self.rows_run = 0                  # queries inferred, summed over batches (metrics)
+        self.inference_seconds = 0.0       # time spent in the model, summed over batches (metrics)
 
     async def start(self) -> None:
         self._batcher = asyncio.create_task(self._batch_loop(), name="batcher")
@@ -129,11 +141,14 @@ class WorkerServer:
         decoder = FrameDecoder(self.max_frame)
         peer = writer.get_extra_info("peername")
         try:
+            early = await auth.accept(reader, writer, decoder, self.secret) if self.secret else []
+            for message in early:
+                self._spawn_handler(message, conn)
             while data := await reader.read(READ_CHUNK):
                 for message in decoder.feed(data):
-                    task = asyncio.create_task(self._handle(message, conn))
-                    conn.tasks.add(task)  # strong reference until done
-                    task.add_done_callback(conn.tasks.discard)
+                    self._spawn_handler(message, conn)
+        except auth.AuthError as exc:
+            log.warning("refusing connection from %s: %s", peer, exc)
         except ProtocolError as exc:
             log.warning("closing connection from %s: %s", peer, exc)
         except ConnectionError as exc:
@@ -141,6 +156,11 @@ class WorkerServer:
         finally:
             await conn.close()
             self._conns.pop(me, None)
+
+    def _spawn_handler(self, message: dict[str, Any], conn: _Connection) -> None:
+        task = asyncio.create_task(self._handle(message, conn))
+        conn.tasks.add(task)  # strong reference until done
+        task.add_done_callback(conn.tasks.discard)
 
     async def _handle(self, message: dict[str, Any], conn: _Connection) -> None:
         try:
@@ -212,6 +232,7 @@ class WorkerServer:
             x = np.concatenate([p.inputs for p in batch])  # (sum B_i, *S)
             # A slow (contention) spec applies to the batches that start while it holds.
             run = functools.partial(self.model.run_batch, x, self.faults.slow_factor)
+            t0 = time.perf_counter()
             try:
                 y = await loop.run_in_executor(self._executor, run)  # (sum B_i, C)
             except Exception as exc:  # model failures go back to each request as an error reply
@@ -219,6 +240,8 @@ class WorkerServer:
                 _fail(batch, ValueError(f"inference failed: {exc}"))
                 continue
             self.batches_run += 1
+            self.rows_run += len(x)
+            self.inference_seconds += time.perf_counter() - t0
             self._scatter(batch, y)
 
     async def _next_batch(self) -> list[_Pending]:
@@ -248,10 +271,15 @@ def _fail(batch: list[_Pending], exc: Exception) -> None:
 
 
 async def serve_forever(model: LoadedModel, host: str = "127.0.0.1", port: int = 0, max_batch: int = 32,
-                        fault_spec: str = "none", max_frame: int = DEFAULT_MAX_FRAME) -> int:
+                        fault_spec: str = "none", max_frame: int = DEFAULT_MAX_FRAME, secret: str | None = None,
+                        metrics_port: int | None = None) -> int:
     """Run until SIGTERM/SIGINT; prints the readiness line to stdout once listening."""
-    server = WorkerServer(model, host, port, max_batch, fault_spec, max_frame)
+    server = WorkerServer(model, host, port, max_batch, fault_spec, max_frame, secret=secret)
     await server.start()
+    if metrics_port is not None:
+        from workers.metrics import start_metrics_server
+
+        start_metrics_server(server, host, metrics_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
