@@ -18,8 +18,15 @@ import msgpack
 import numpy as np
 from aiohttp import web
 
-from frontend.errors import (BadRequest, NotReady, PayloadTooLarge, ServingError, Unauthorized, UnsupportedMediaType,
-                             error_body)
+from frontend.errors import (
+    BadRequest,
+    NotReady,
+    PayloadTooLarge,
+    ServingError,
+    Unauthorized,
+    UnsupportedMediaType,
+    error_body,
+)
 from frontend.query import Answer
 from frontend.service import Service
 from workers.protocol import ProtocolError, decode_tensor, encode_tensor

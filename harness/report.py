@@ -25,7 +25,7 @@ def summarize(records: dict[str, np.ndarray], fe_stats: dict[str, Any] | None = 
     ok_lat = lat[ok]
     answered = int(ok.sum())
     span_s = float(np.nanmax(records["sched_s"] + lat / 1000)) if answered else 0.0
-    out: dict[str, Any] = {"count": int(len(status)), "answered": answered,
+    out: dict[str, Any] = {"count": len(status), "answered": answered,
                            "lost": int((status == 0).sum()), "failed": int(((status != 0) & ~ok).sum())}
     for p in PERCENTILES:
         out[f"p{p:g}"] = float(np.percentile(ok_lat, p)) if answered else float("nan")
