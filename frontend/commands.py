@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import signal
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -66,15 +64,10 @@ def _worker_secret(args: argparse.Namespace) -> str | None:
 
 def read_token(path: str | None) -> str | None:
     """The API token: from the file if given, else $PARM_AUTH_TOKEN, else none (no auth)."""
-    if path is None:
-        return os.environ.get("PARM_AUTH_TOKEN") or None
     try:
-        token = Path(path).read_text().strip()
-    except OSError as exc:
-        raise ConfigError(f"cannot read --auth-token-file {path}: {exc}") from exc
-    if not token:
-        raise ConfigError(f"--auth-token-file {path} is empty")
-    return token
+        return read_secret(path, env="PARM_AUTH_TOKEN")
+    except AuthError as exc:
+        raise ConfigError(f"--auth-token-file: {exc}") from exc
 
 
 def register(subparsers: Any) -> None:

@@ -62,10 +62,7 @@ async def model_ready(request: web.Request) -> web.Response:
 
 async def model_metadata(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
-    _check_model(request)
-    shape = service.input_shape()
-    if shape is None:
-        raise NotReady("no healthy data worker yet: the model's input shape is unknown")
+    shape = _model_shape(request)
     classes = service.pool.output_size()
     return web.json_response({
         "name": service.cfg.model_name, "versions": ["1"], "platform": f"parm-{service.cfg.mode}",
@@ -75,10 +72,7 @@ async def model_metadata(request: web.Request) -> web.Response:
 
 async def infer(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
-    _check_model(request)
-    shape = service.input_shape()
-    if shape is None:
-        raise NotReady("no healthy data worker yet: the model's input shape is unknown")
+    shape = _model_shape(request)
     header, binary = await _read(request)
     arr = _input_array(header, binary)
     inputs = validate_queries(arr, shape, service.cfg.max_queries_per_request)
@@ -87,6 +81,15 @@ async def infer(request: web.Request) -> web.Response:
                               service.cfg.max_deadline_ms)
     answers = await service.submit(inputs, deadline)
     return _respond(request, header, answers)
+
+
+def _model_shape(request: web.Request) -> tuple[int, ...]:
+    """The per-query input shape of the model the request names; 404 or 503 otherwise."""
+    _check_model(request)
+    shape = request.app[SERVICE].input_shape()
+    if shape is None:
+        raise NotReady("no healthy data worker yet: the model's input shape is unknown")
+    return shape
 
 
 def _check_model(request: web.Request) -> None:

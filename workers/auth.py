@@ -24,16 +24,16 @@ class AuthError(ValueError):
     """The peer failed the handshake, or the secret is unusable."""
 
 
-def read_secret(path: str | None) -> str | None:
-    """The shared secret: from the file if given, else $PARM_WORKER_SECRET, else none (no auth)."""
+def read_secret(path: str | None, env: str = ENV) -> str | None:
+    """A secret: from the file if given, else the environment variable ``env``, else none."""
     if path is None:
-        return os.environ.get(ENV) or None
+        return os.environ.get(env) or None
     try:
         secret = Path(path).read_text().strip()
     except OSError as exc:
-        raise AuthError(f"cannot read the worker secret file {path}: {exc}") from exc
+        raise AuthError(f"cannot read the secret file {path}: {exc}") from exc
     if not secret:
-        raise AuthError(f"worker secret file {path} is empty")
+        raise AuthError(f"secret file {path} is empty")
     return secret
 
 
