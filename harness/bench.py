@@ -26,7 +26,8 @@ import numpy as np
 
 from harness import report
 from harness.bench_faults import FaultReplayer
-from harness.deploy import BenchCluster, BenchWorkerSpec, FrontendProcess, _die_with_parent, cpu_seconds, free_port
+from harness.bench_proc import RssSampler, cpu_snapshot, cpu_usage
+from harness.deploy import BenchCluster, BenchWorkerSpec, FrontendProcess, _die_with_parent, free_port
 from harness.plan import FaultPlan, expand
 
 ALL_MODES = ("none", "equal", "hedged", "coded")
@@ -52,6 +53,9 @@ class BenchConfig:
     decode_grace_ms: float = 0.0         # 0: decode as soon as possible (ParM)
     hedge_delay_ms: float | None = None  # None: the frontend's adaptive p95
     progress: bool = True
+    max_pending: int = 100000            # the frontend's admission limit (--max-pending)
+    bad_frac: float = 0.0                # loadgen: malformed requests sent alongside, per query
+    rss_interval_s: float = 10.0         # RSS sampling period of the frontend and the workers
 
     @property
     def n_extra(self) -> int:
@@ -101,7 +105,7 @@ def frontend_args(cfg: BenchConfig, mode: str, cluster: BenchCluster, hedge_ms: 
         return ",".join(f"{h}:{p}" for h, p in cluster.addresses(role))
     args = ["--mode", mode, "--k", str(cfg.k), "--code", cfg.code, "--data", fmt("data"),
             "--deadline-ms", f"{cfg.deadline_ms:g}", "--group-timeout-ms", f"{cfg.group_timeout_ms:g}",
-            "--decode-grace-ms", f"{cfg.decode_grace_ms:g}", "--max-pending", "100000"]
+            "--decode-grace-ms", f"{cfg.decode_grace_ms:g}", "--max-pending", str(cfg.max_pending)]
     extra = {"equal": "replica", "hedged": "replica", "coded": "parity"}.get(mode)
     if extra:  # equal and hedged take their extra replicas through --parity (config.all_data_workers)
         args += ["--parity", fmt(extra)]
@@ -134,7 +138,7 @@ async def _wait_all_healthy(fe: FrontendProcess, n_data: int, n_parity: int, tim
 async def _start_loadgen(cfg: BenchConfig, rate: float, url: str, queries: Path, out: Path) -> asyncio.subprocess.Process:
     cmd = [sys.executable, "-m", "harness.loadgen", "--url", url + "/predict", "--queries", str(queries),
            "--rate", f"{rate:g}", "--duration", f"{cfg.duration_s:g}", "--seed", str(cfg.seed),
-           "--timeout", f"{cfg.deadline_ms / 1000 + 10:g}", "--out", str(out)]
+           "--timeout", f"{cfg.deadline_ms / 1000 + 10:g}", "--out", str(out), "--bad-frac", f"{cfg.bad_frac:g}"]
     proc = await asyncio.create_subprocess_exec(*cmd, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                                                 preexec_fn=_die_with_parent)
     assert proc.stdout is not None
@@ -183,16 +187,24 @@ async def run_mode(cfg: BenchConfig, mode: str, rate: float, pool: Pool, queries
         tasks = [asyncio.create_task(pool.replayer.run(events, start_epoch, plan_targets(cfg, mode))),
                  asyncio.create_task(_progress(cfg, f"{mode} {rate:g}/s", start_epoch))]
         await asyncio.sleep(max(0.0, start_epoch - time.time()))
-        cpu0 = _cpu_snapshot(fe.proc.pid, cluster.pids())
+        cpu0 = cpu_snapshot(fe.proc.pid, cluster.pids())
+        rss = RssSampler(fe.proc.pid, cluster.pids, cfg.rss_interval_s, loadgen.pid)
+        rss.sample()
+        tasks.append(asyncio.create_task(rss.run()))
         await loadgen.wait()
-        cpu = _cpu_usage(cpu0, _cpu_snapshot(fe.proc.pid, cluster.pids()))
+        cpu = cpu_usage(cpu0, cpu_snapshot(fe.proc.pid, cluster.pids()))
+        rss.sample()
         replay = await tasks[0]
         if loadgen.returncode != 0:
             raise RuntimeError(f"loadgen exited with status {loadgen.returncode}")
         data = np.load(out)
-        records = {k: data[k] for k in ("sched_s", "label", "status", "latency_ms", "lag_ms", "degraded", "pred")}
-        cpu["loadgen_cpu_s"] = round(json.loads(str(data["meta"]))["cpu_s"], 3)
+        records = {k: data[k] for k in report.RECORD_FIELDS if k in data}
+        meta = json.loads(str(data["meta"]))
+        cpu["loadgen_cpu_s"] = round(meta["cpu_s"], 3)
         summary = report.summarize(records, await fe.get_json("/stats"), cpu)
+        summary["rss"] = rss.summary()
+        summary["malformed"] = meta.get("malformed", {})
+        summary["error_codes"] = meta.get("error_codes", {})
         summary["faults_replayed"] = vars(replay)
         return ModeRun(records, summary)
     finally:
@@ -230,23 +242,6 @@ async def worker_pool(cfg: BenchConfig) -> AsyncIterator[Pool]:
         await cluster.stop()
 
 
-def _cpu_snapshot(fe_pid: int, worker_pids: list[int]) -> dict[str, Any]:
-    usage = os.times()
-    return {"frontend": cpu_seconds(fe_pid), "workers": {p: cpu_seconds(p) for p in worker_pids},
-            "bench": usage.user + usage.system, "wall": time.monotonic()}
-
-
-def _cpu_usage(a: dict[str, Any], b: dict[str, Any]) -> dict[str, float]:
-    """CPU seconds used in the load window; frontend_util = frontend CPU s per wall s (1.0 = a core).
-    Workers count only processes alive at both ends (a restarted worker's new pid is left out)."""
-    wall = b["wall"] - a["wall"]
-    out = {f"{k}_cpu_s": round(b[k] - a[k], 3) for k in ("frontend", "bench")}
-    out["workers_cpu_s"] = round(sum(b["workers"][p] - a["workers"][p] for p in a["workers"] if p in b["workers"]), 3)
-    out["window_s"] = round(wall, 3)
-    out["frontend_util"] = round((b["frontend"] - a["frontend"]) / wall, 3) if wall > 0 else 0.0
-    return out
-
-
 def machine() -> dict[str, Any]:
     cpu_model = ""
     with contextlib.suppress(OSError):
@@ -263,7 +258,8 @@ def describe(cfg: BenchConfig) -> dict[str, Any]:
             "model": cfg.model, "parity_model": cfg.parity_model or f"{cfg.model}:parity_k={cfg.k}",
             "code": cfg.code, "dataset": cfg.dataset, "max_batch": cfg.max_batch, "seed": cfg.seed,
             "deadline_ms": cfg.deadline_ms, "hedge_delay_ms": cfg.hedge_delay_ms,
-            "decode_grace_ms": cfg.decode_grace_ms, "group_timeout_ms": cfg.group_timeout_ms}
+            "decode_grace_ms": cfg.decode_grace_ms, "group_timeout_ms": cfg.group_timeout_ms,
+            "max_pending": cfg.max_pending, "bad_frac": cfg.bad_frac, "rss_interval_s": cfg.rss_interval_s}
 
 
 async def run_bench(cfg: BenchConfig, pool: Pool | None = None,

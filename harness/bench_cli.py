@@ -137,6 +137,21 @@ def title_of(rep: dict[str, Any], rate: float) -> str:
             f"service {rep['service_time']}, plan {json.dumps(rep['plan']['faults'])[:120]}")
 
 
+def resource_lines(modes: dict[str, Any]) -> list[str]:
+    """Per mode: RSS of the frontend and the workers (first/max/last), overload 503s, malformed requests."""
+    from harness.bench_proc import rss_line
+    lines = []
+    for mode, s in modes.items():
+        if s.get("rss"):
+            lines.append(f"{mode}: {rss_line(s['rss'])}")
+        if s.get("overload_503"):
+            lines.append(f"{mode}: {s['overload_503']} x 503, {s['overload_503_with_retry_after']} with Retry-After")
+        if s.get("malformed", {}).get("sent"):
+            m = s["malformed"]
+            lines.append(f"{mode}: malformed requests {m['sent']}, 4xx {m['4xx']}, other {m['other']}")
+    return lines
+
+
 def render(rep: dict[str, Any]) -> str:
     from harness import report
     head = [f"parm bench {rep['date']} on {rep['machine']['cpus']} CPUs ({rep['machine']['cpu_model']}), "
@@ -151,5 +166,5 @@ def render(rep: dict[str, Any]) -> str:
     body: list[str] = []
     for run_ in rep["runs"]:
         body += ["", f"rate {run_['rate_qps']:g} qps", report.table(run_["modes"]), "",
-                 *report.comparison_lines(run_["comparison"])]
+                 *report.comparison_lines(run_["comparison"]), *resource_lines(run_["modes"])]
     return "\n".join([*head, *body])

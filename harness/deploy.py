@@ -135,3 +135,15 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
+
+
+def rss_kb(pid: int) -> int:
+    """Resident set size (VmRSS) of a live process in KiB, from /proc/PID/status; 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+    return 0  # a zombie has no VmRSS line

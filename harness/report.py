@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 PERCENTILES = (50, 90, 95, 99, 99.5, 99.9)
+RECORD_FIELDS = ("sched_s", "label", "status", "latency_ms", "lag_ms", "degraded", "pred", "responses", "retry_after")
 TABLE_COLUMNS = ("mode", "count", "p50", "p90", "p99", "p99.5", "p99.9", "max", "mean", "qps", "degraded",
                  "lost", "failed", "accuracy", "hedges", "fe_cpu")
 
@@ -40,6 +41,12 @@ def summarize(records: dict[str, np.ndarray], fe_stats: dict[str, Any] | None = 
     deg = ok & records["degraded"]
     out["accuracy_degraded"] = float((records["pred"][deg] == records["label"][deg]).mean()) if deg.any() else None
     out["send_lag_p99_ms"] = float(np.nanpercentile(records["lag_ms"], 99)) if len(status) else 0.0
+    out["send_lag_max_ms"] = float(np.nanmax(records["lag_ms"])) if len(status) else 0.0
+    if "responses" in records:  # responses read per request: exactly 1 each, else lost (0) or duplicated (>1)
+        out["duplicated"] = int((records["responses"] > 1).sum())
+    if "retry_after" in records:
+        out["overload_503"] = int((status == 503).sum())
+        out["overload_503_with_retry_after"] = int(((status == 503) & records["retry_after"]).sum())
     fe = fe_stats or {}
     out["hedges"] = int(fe.get("hedges", 0))
     out["frontend_stats"] = fe
