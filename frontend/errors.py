@@ -40,6 +40,9 @@ class NotReady(ServingError):
 
     code, status = "not_ready", 503
 
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message, retry_after=retry_after)
+
 
 class Overloaded(ServingError):
     """Admission is full: the client should retry after ``retry_after`` seconds."""

@@ -39,6 +39,7 @@ class WorkerClient:
         self.refused: str | None = None         # set by the pool when this worker must not be used
         self.secret = secret                    # shared secret for the worker's handshake (workers.auth)
         self.auth_error: str | None = None      # why the last handshake failed, if it did
+        self.last_answer = float("-inf")        # monotonic time of the last inference result received
         self.answered = 0                       # replies received, and their summed round trip (metrics)
         self.latency_sum = 0.0
         self._ids = itertools.count(1)
@@ -117,7 +118,10 @@ class WorkerClient:
             raise WorkerUnavailable(f"{self.name}: send failed: {exc}") from exc
         reply = await fut
         self.answered += 1
-        self.latency_sum += time.perf_counter() - t0
+        now = time.perf_counter()
+        self.latency_sum += now - t0
+        if reply.get("type") == "result":
+            self.last_answer = now
         if reply.get("type") == "error":
             raise WorkerFailed(f"{self.name}: {reply.get('message', 'error')}")
         return reply
@@ -207,8 +211,14 @@ class WorkerClient:
         """Ping for the model's info, then a real inference of zeros each interval."""
         while not self._closing:
             await self._connected.wait()
-            self.probe_ok = await self._probe()
+            ok = await self._probe()
+            # A busy worker's probe waits behind its queue and may time out while real results keep
+            # arriving: those count as proof of health too (a stalled worker has neither).
+            self.probe_ok = ok or self.answered_recently()
             await asyncio.sleep(self.health_interval_s)
+
+    def answered_recently(self) -> bool:
+        return time.perf_counter() - self.last_answer < 2 * max(self.health_interval_s, self.health_timeout_s)
 
     async def _probe(self) -> bool:
         try:

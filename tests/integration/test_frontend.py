@@ -242,3 +242,23 @@ async def test_bearer_token_guards_the_api_but_not_the_probes(addr) -> None:
         assert (await c.post("/predict", json=body, headers={"Authorization": "Bearer s3cret"})).status == 200
         for probe in ("/health", "/ready", "/metrics", "/v2/health/live"):
             assert (await c.get(probe)).status == 200, probe
+
+
+async def test_a_busy_worker_whose_probe_times_out_stays_in_rotation(addr) -> None:
+    async with worker_servers(["builtin:sleep:ms=150"], max_batch=1) as ws, \
+            frontend(cfg(addr(ws), health_interval_s=0.05, health_timeout_s=0.3, deadline_ms=5000)) as c:
+        # 8 queued queries of 150 ms each: every probe now waits behind them and times out, but
+        # results keep arriving, so the worker is busy, not dead: a query sent meanwhile is accepted
+        burst = [asyncio.ensure_future(c.post("/predict", json={"inputs": images(1).tolist()})) for _ in range(8)]
+        await asyncio.sleep(0.6)
+        late = await c.post("/predict", json={"inputs": images(1).tolist()})
+        assert late.status == 200, await late.text()
+        assert [r.status for r in await asyncio.gather(*burst)] == [200] * 8
+
+
+async def test_not_ready_says_when_to_retry(addr) -> None:
+    async with worker_servers(["builtin:linear"]) as ws, frontend(cfg(addr(ws))) as c:
+        service_of(c).pool.data[0].refused = "test"
+        resp = await c.post("/predict", json={"inputs": images(1).tolist()})
+        assert resp.status == 503 and resp.headers["Retry-After"] == "1"
+        service_of(c).pool.data[0].refused = None
