@@ -6,10 +6,11 @@ trains towards their targets. This package imports nothing else of the project.
 from __future__ import annotations
 
 from coders.base import Code, CodingError, SubtractionCode
+from coders.berrut import BerrutCode
 from coders.concat import ConcatCode
 from coders.summation import SumCode
 
-CODES: dict[str, type[Code]] = {SumCode.name: SumCode, ConcatCode.name: ConcatCode}
+CODES: dict[str, type[Code]] = {SumCode.name: SumCode, ConcatCode.name: ConcatCode, BerrutCode.name: BerrutCode}
 
 
 def make_code(name: str, k: int, r: int = 1) -> Code:
@@ -21,4 +22,4 @@ def make_code(name: str, k: int, r: int = 1) -> Code:
     return cls(k, r)
 
 
-__all__ = ["CODES", "Code", "CodingError", "ConcatCode", "SubtractionCode", "SumCode", "make_code"]
+__all__ = ["CODES", "BerrutCode", "Code", "CodingError", "ConcatCode", "SubtractionCode", "SumCode", "make_code"]

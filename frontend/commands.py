@@ -23,7 +23,8 @@ def add_frontend_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--model-name", default="parm", help="the model's name on the V2 API (/v2/models/NAME)")
     p.add_argument("--k", type=int, default=2, help="queries per coding group")
-    p.add_argument("--code", default="concat", help="erasure code: concat (images) or sum")
+    p.add_argument("--code", default="concat",
+                   help="erasure code: concat (images) or sum (learned parity model), berrut (training-free, r=1 for now)")
     p.add_argument("--mode", default="coded", choices=list(MODES),
                    help="coded: parity workers; equal: extra replicas; hedged: extra replicas + hedged requests")
     p.add_argument("--hedge-delay-ms", type=float, default=None,
@@ -124,6 +125,8 @@ async def serve_until_signal(app: web.Application, cfg: FrontendConfig, drain_ti
 
 
 def default_parity_model(model: str, k: int, code: str) -> str:
+    if code == "berrut":  # training-free: parity workers run the base model on interpolated queries
+        return model
     if model.startswith(("builtin:linear", "builtin:sleep")):
         if code != "sum":
             raise ConfigError("the built-in linear model's exact parity model needs --code sum")
@@ -153,7 +156,7 @@ async def _up(args: argparse.Namespace) -> int:
     n_extra = max(1, args.workers // args.k) if args.mode != "none" else 0
     parity_model = args.parity_model or (default_parity_model(args.model, args.k, args.code)
                                          if args.mode == "coded" else args.model)
-    if args.mode == "coded" and not args.model.startswith("builtin:"):
+    if args.mode == "coded" and args.code != "berrut" and not args.model.startswith("builtin:"):
         _check_pair(args.model, parity_model, args.k, args.code)
     faults = parse_faults(args.fault, args.workers)
     specs = cluster_specs(args.workers, n_extra, args.mode, args.model, parity_model,

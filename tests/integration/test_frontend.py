@@ -262,3 +262,16 @@ async def test_not_ready_says_when_to_retry(addr) -> None:
         resp = await c.post("/predict", json={"inputs": images(1).tolist()})
         assert resp.status == 503 and resp.headers["Retry-After"] == "1"
         service_of(c).pool.data[0].refused = None
+
+
+async def test_berrut_code_needs_no_parity_model_and_is_exact_at_k2_for_a_linear_model(addr) -> None:
+    # k=2, r=1: the parity query is the midpoint interpolant (x1 + x2) / 2 served by the base model,
+    # and Berrut's decode 2 * F(parity) - F(x_other) is exact for an affine F
+    async with worker_servers(["builtin:linear"] * 3) as ws, \
+            frontend(cfg(addr(ws[:2]), addr(ws[2:]), code="berrut")) as c:
+        ws[1].faults.set("stall")
+        x = images(4)
+        body = await (await c.post("/predict", json={"inputs": x.tolist()})).json()
+        assert sum(body["degraded"]) == 2
+        np.testing.assert_allclose(np.array(body["outputs"]), LINEAR.predict(x), rtol=1e-4, atol=1e-4)
+        ws[1].faults.set("none")

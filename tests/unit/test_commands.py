@@ -35,6 +35,7 @@ def test_flag_parsing_errors_are_actionable() -> None:
     with pytest.raises(ConfigError, match="--code sum"):
         default_parity_model("builtin:linear", 2, "concat")
     assert default_parity_model("builtin:linear", 3, "sum") == "builtin:linear:parity_k=3"
+    assert default_parity_model("base.pt", 8, "berrut") == "base.pt"  # training-free: the base model itself
     assert default_parity_model("builtin:sleep:ms=5", 2, "sum") == "builtin:sleep:ms=5,parity_k=2"
     with pytest.raises(ConfigError, match="HOST:PORT"):
         parse_address("localhost")
