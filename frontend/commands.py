@@ -23,6 +23,7 @@ def add_frontend_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--model-name", default="parm", help="the model's name on the V2 API (/v2/models/NAME)")
     p.add_argument("--k", type=int, default=2, help="queries per coding group")
+    p.add_argument("--r", type=int, default=1, help="parity queries per group (r >= 2 needs a code that has them: berrut)")
     p.add_argument("--code", default="concat",
                    help="erasure code: concat (images) or sum (learned parity model), berrut (training-free, r=1 for now)")
     p.add_argument("--mode", default="coded", choices=list(MODES),
@@ -48,7 +49,7 @@ def add_frontend_arguments(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace, data: Any, parity: Any, worker_secret: str | None = None) -> FrontendConfig:
     default = tuple(float(v) for v in args.default_output.split(",")) if args.default_output else None
-    return FrontendConfig(data=data, parity=parity, model_name=args.model_name, k=args.k, code=args.code, mode=args.mode, host=args.host,
+    return FrontendConfig(data=data, parity=parity, model_name=args.model_name, k=args.k, r=args.r, code=args.code, mode=args.mode, host=args.host,
                           port=args.port, deadline_ms=args.deadline_ms, group_timeout_ms=args.group_timeout_ms,
                           decode_grace_ms=args.decode_grace_ms, hedge_delay_ms=args.hedge_delay_ms,
                           default_output=default, max_pending=args.max_pending,
@@ -153,7 +154,7 @@ def run_up(args: argparse.Namespace) -> int:
 
 
 async def _up(args: argparse.Namespace) -> int:
-    n_extra = max(1, args.workers // args.k) if args.mode != "none" else 0
+    n_extra = max(args.r, args.r * args.workers // args.k) if args.mode != "none" else 0
     parity_model = args.parity_model or (default_parity_model(args.model, args.k, args.code)
                                          if args.mode == "coded" else args.model)
     if args.mode == "coded" and args.code != "berrut" and not args.model.startswith("builtin:"):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from coders import CODES
+from coders import CODES, CodingError, make_code
 from frontend.errors import ConfigError
 
 MODES = ("coded", "equal", "hedged", "none")
@@ -47,6 +47,7 @@ class FrontendConfig:
     data: tuple[Address, ...]
     parity: tuple[Address, ...] = ()
     k: int = 2
+    r: int = 1                      # parity queries per group (r >= 2: codes that support it, e.g. berrut)
     code: str = "concat"
     mode: str = "coded"
     model_name: str = "parm"        # the model's name on the V2 API (/v2/models/{name})
@@ -84,6 +85,10 @@ class FrontendConfig:
                 raise ConfigError("coded mode needs at least one parity worker (--parity HOST:PORT,...)")
             if self.code not in CODES:
                 raise ConfigError(f"unknown code {self.code!r}; known: {', '.join(sorted(CODES))}")
+            try:
+                make_code(self.code, self.k, self.r)
+            except CodingError as exc:
+                raise ConfigError(f"--code {self.code} --k {self.k} --r {self.r}: {exc}") from exc
         for name in ("deadline_ms", "group_timeout_ms", "health_interval_s", "health_timeout_s", "connect_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")

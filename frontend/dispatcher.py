@@ -42,6 +42,7 @@ class GroupRun:
         self.group: Group | None = None       # created at close, when the number of queries is known
         self.early: dict[int, np.ndarray] = {}  # data outputs that arrived before close
         self.used: set[WorkerClient] = set()  # workers holding a query of this group
+        self.used_parity: set[WorkerClient] = set()
         self.tasks: set[asyncio.Task[Any]] = set()
         self.finished = False
         self.decode_grace_s = decode_grace_s  # wait this long for the real output before decoding
@@ -60,7 +61,7 @@ class GroupRun:
         self._spawn(self._run_data(slot))
 
     def close(self) -> None:
-        """No more queries: build the state machine, replay early outputs, send the parity query."""
+        """No more queries: build the state machine, replay early outputs, send the parity queries."""
         n = len(self.queries)
         full = self.code is not None and n == self.code.k
         self.group = Group(n, self.code if full else None)
@@ -71,7 +72,7 @@ class GroupRun:
             self._deliver(self.group.add_output(slot, out))
         self.early.clear()
         if full:
-            self._spawn(self._run_parity())
+            self._send_parities()
         self._maybe_finish()
 
     def cancel(self, exc: BaseException) -> None:
@@ -146,27 +147,38 @@ class GroupRun:
                 c.cancel()
             await asyncio.gather(*copies, return_exceptions=True)
 
-    async def _run_parity(self) -> None:
+    def _send_parities(self) -> None:
+        """Encode the r parity queries once, and send each to its own parity worker."""
         assert self.code is not None and self.group is not None
-        parity_slot = self.code.k
-        worker = self.pool.pick(self.pool.parity)
-        if worker is None:
+        if not any(w.healthy for w in self.pool.parity):
             self.stats.groups_without_parity += 1
-            self.group.parity_failed(parity_slot)
+            for i in range(self.code.r):
+                self.group.parity_failed(self.code.k + i)
             return
         self.stats.groups_coded += 1
         t0 = time.perf_counter()
         stacked = np.stack([q.inputs for q in self.queries])[:, None]  # (k, 1, *S)
-        parity = self.code.encode(stacked)[0]  # (1, *S), numpy: no torch dispatch on the hot path
+        parities = self.code.encode(stacked)  # (r, 1, *S), numpy: no torch dispatch on the hot path
         self.stats.encode_seconds += time.perf_counter() - t0
+        for i in range(self.code.r):
+            self._spawn(self._run_parity(self.code.k + i, parities[i]))
+
+    async def _run_parity(self, slot: int, query: np.ndarray) -> None:
+        """query (1, *S) -> the parity output of ``slot``; r parity queries avoid sharing a worker."""
+        assert self.group is not None
+        worker = self.pool.pick(self.pool.parity, avoid=self.used_parity)
+        if worker is None:
+            self.group.parity_failed(slot)
+            return
+        self.used_parity.add(worker)
         try:
-            out = await worker.infer(parity)  # (1, C)
+            out = await worker.infer(query)  # (1, C)
         except WorkerError as exc:
             log.debug("parity: %s", exc)
             self.stats.worker_errors += 1
-            self.group.parity_failed(parity_slot)
+            self.group.parity_failed(slot)
             return
-        self._on_output(parity_slot, out[0])
+        self._on_output(slot, out[0])
 
     def _on_output(self, slot: int, output: np.ndarray) -> None:
         if self.group is None:

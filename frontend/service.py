@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 class Service:
     def __init__(self, cfg: FrontendConfig) -> None:
         self.cfg = cfg
-        self.code: Code | None = make_code(cfg.code, cfg.k) if cfg.coded else None
+        self.code: Code | None = make_code(cfg.code, cfg.k, cfg.r) if cfg.coded else None
         self.pool = WorkerPool(cfg)
         self.stats = Stats()
         self.pending = 0

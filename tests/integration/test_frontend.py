@@ -275,3 +275,29 @@ async def test_berrut_code_needs_no_parity_model_and_is_exact_at_k2_for_a_linear
         assert sum(body["degraded"]) == 2
         np.testing.assert_allclose(np.array(body["outputs"]), LINEAR.predict(x), rtol=1e-4, atol=1e-4)
         ws[1].faults.set("none")
+
+
+async def test_berrut_r2_survives_two_stragglers_per_group(addr) -> None:
+    from coders import BerrutCode
+
+    async with worker_servers(["builtin:linear"] * 6) as ws, \
+            frontend(cfg(addr(ws[:4]), addr(ws[4:]), code="berrut", k=4, r=2)) as c:
+        ws[1].faults.set("stall")
+        ws[2].faults.set("stall")
+        x = images(4)  # one request of 4 queries = one group, spread over the 4 data workers
+        body = await (await c.post("/predict", json={"inputs": x.tolist()})).json()
+        missing = [i for i, d in enumerate(body["degraded"]) if d]
+        assert len(missing) == 2
+        code = BerrutCode(4, 2)
+        parity_in = code.encode(x[:, None])[:, 0]  # (2, 1, 28, 28)
+        available = {j: LINEAR.predict(x[j:j + 1]) for j in range(4) if j not in missing}
+        available |= {4 + i: LINEAR.predict(parity_in[i]) for i in range(2)}
+        expected = code.decode(available)  # the decode from exactly these nodes
+        out = np.array(body["outputs"])
+        for m in missing:
+            np.testing.assert_allclose(out[m], expected[m][0], rtol=1e-4, atol=1e-4)
+        for j in set(range(4)) - set(missing):
+            np.testing.assert_allclose(out[j], LINEAR.predict(x[j:j + 1])[0], rtol=1e-5, atol=1e-5)
+        assert service_of(c).stats.groups_coded == 1
+        ws[1].faults.set("none")
+        ws[2].faults.set("none")

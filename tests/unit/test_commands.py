@@ -51,6 +51,7 @@ def test_flag_parsing_errors_are_actionable() -> None:
     ({"deadline_ms": 10**6}, "exceeds max_deadline_ms"),
     ({"mode": "hedged", "parity": ()}, "two replicas"),
     ({"decode_grace_ms": -1}, "decode_grace_ms"),
+    ({"code": "sum", "r": 2}, "r=1 only"),
 ])
 def test_config_rejects_bad_settings(kwargs, message) -> None:
     base = {"data": (("127.0.0.1", 1),), "parity": (("127.0.0.1", 2),), "mode": "coded"}
