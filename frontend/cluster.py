@@ -72,7 +72,9 @@ class LocalCluster:
             raise
 
     async def _spawn(self, spec: WorkerSpec) -> WorkerProcess:
-        cmd = [sys.executable, "-m", "frontend.cli", "worker", "--model", spec.model, "--port", "0",
+        level = logging.getLevelName(logging.getLogger().getEffectiveLevel())  # workers log like their parent
+        level = level if level in ("DEBUG", "INFO", "WARNING", "ERROR") else "INFO"
+        cmd = [sys.executable, "-m", "frontend.cli", "--log-level", level, "worker", "--model", spec.model, "--port", "0",
                "--host", self.host, "--fault", spec.fault, "--max-batch", str(spec.max_batch),
                "--device", spec.device, "--threads", str(spec.threads)]
         env = {**os.environ, ENV: self.secret} if self.secret else None
