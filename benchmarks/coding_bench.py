@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from coders import Code, make_code
+from harness.bench_proc import cpu_model
 
 SHAPE = (1, 28, 28)
 CLASSES = 10
@@ -110,16 +111,6 @@ def check_equivalence(code: Code, queries: list[np.ndarray], outputs: dict[int, 
 
 
 # -- report -------------------------------------------------------------------------------------
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     lines = [f"{'code':6} {'k':>2}  {'op':32} {'median us':>10} {'p99 us':>10}  target<=50us"]

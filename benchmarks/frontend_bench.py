@@ -26,9 +26,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import aiohttp  # noqa: E402
+import aiohttp
 
-from frontend.cluster import LocalCluster, WorkerSpec  # noqa: E402
+from frontend.cluster import LocalCluster, WorkerSpec
+from harness.bench_proc import cpu_model
 
 PY = sys.executable
 LOADGEN = str(ROOT / "benchmarks" / "loadgen.py")
@@ -227,14 +228,6 @@ def builtin_bucket(func: str) -> str:
 
 def med(runs: list[dict[str, Any]], key: str) -> float:
     return statistics.median(r[key] for r in runs)
-
-
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def verdicts(sat: dict[str, list[dict[str, Any]]], mod: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:

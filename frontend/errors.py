@@ -35,23 +35,26 @@ class Unauthorized(ServingError):
     code, status = "unauthorized", 401
 
 
-class NotReady(ServingError):
-    """No worker can take queries (none connected, or the model's shape is not known yet)."""
+class RetryLater(ServingError):
+    """A 503 the client should retry after ``retry_after`` seconds (sent as Retry-After)."""
 
-    code, status = "not_ready", 503
-
-    def __init__(self, message: str, retry_after: float = 1.0) -> None:
-        super().__init__(message, retry_after=retry_after)
-
-
-class Overloaded(ServingError):
-    """Admission is full: the client should retry after ``retry_after`` seconds."""
-
-    code, status = "overloaded", 503
+    status = 503
 
     def __init__(self, message: str, retry_after: float = 1.0) -> None:
         super().__init__(message, retry_after=retry_after)
         self.retry_after = retry_after
+
+
+class NotReady(RetryLater):
+    """No worker can take queries (none connected, or the model's shape is not known yet)."""
+
+    code = "not_ready"
+
+
+class Overloaded(RetryLater):
+    """Admission is full."""
+
+    code = "overloaded"
 
 
 class ShuttingDown(ServingError):

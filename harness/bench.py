@@ -26,7 +26,7 @@ import numpy as np
 
 from harness import report
 from harness.bench_faults import FaultReplayer
-from harness.bench_proc import RssSampler, cpu_snapshot, cpu_usage
+from harness.bench_proc import RssSampler, cpu_model, cpu_snapshot, cpu_usage
 from harness.deploy import BenchCluster, BenchWorkerSpec, FrontendProcess, _die_with_parent, free_port
 from harness.plan import FaultPlan, expand
 
@@ -243,12 +243,8 @@ async def worker_pool(cfg: BenchConfig) -> AsyncIterator[Pool]:
 
 
 def machine() -> dict[str, Any]:
-    cpu_model = ""
-    with contextlib.suppress(OSError):
-        cpu_model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                          if line.startswith("model name")), "")
     return {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
-            "cpu_model": cpu_model, "loadavg_at_start": list(os.getloadavg())}
+            "cpu_model": cpu_model(), "loadavg_at_start": list(os.getloadavg())}
 
 
 def describe(cfg: BenchConfig) -> dict[str, Any]:

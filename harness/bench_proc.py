@@ -5,9 +5,12 @@ every ``interval_s`` during the run, and at the end (a leak shows as a rising fr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import platform
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from harness.deploy import cpu_seconds, rss_kb
@@ -77,3 +80,12 @@ def rss_line(rss: dict[str, Any]) -> str:
     parts = [f"{name} {mib(rss[name])}" for name in ("frontend", "workers", "loadgen") if name in rss]
     return (f"RSS MiB first/max/last ({rss['n_samples']} samples every {rss['interval_s']:g} s): "
             + ", ".join(parts) + f"; frontend growth {rss['frontend_growth_kb'] / 1024:+.1f} MiB")
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else what platform knows."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"

@@ -22,8 +22,8 @@ DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 
 
 @asynccontextmanager
-async def worker_servers(models: list[str], **kw: Any) -> AsyncIterator[list[WorkerServer]]:
-    servers = [WorkerServer(load_model(m), "127.0.0.1", 0, **kw) for m in models]
+async def running(servers: list[Any]) -> AsyncIterator[list[Any]]:
+    """Start every server (``start()``), yield them, close them all (``close()``) afterwards."""
     for s in servers:
         await s.start()
     try:
@@ -31,6 +31,11 @@ async def worker_servers(models: list[str], **kw: Any) -> AsyncIterator[list[Wor
     finally:
         for s in servers:
             await s.close()
+
+
+def worker_servers(models: list[str], **kw: Any) -> Any:
+    """In-process workers on free ports, one per model spec: ``async with worker_servers([...]) as ws``."""
+    return running([WorkerServer(load_model(m), "127.0.0.1", 0, **kw) for m in models])
 
 
 @asynccontextmanager

@@ -32,6 +32,8 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from workers.specs import parse_named
+
 log = logging.getLogger(__name__)
 
 DISTS = ("fixed", "uniform", "exp")
@@ -87,15 +89,7 @@ def parse(spec: str) -> tuple[Fault, ...]:
 
 
 def _parse_one(part: str) -> Fault:
-    name, _, rest = part.partition(":")
-    if name not in FAULT_KEYS:
-        raise ValueError(f"unknown fault {name!r} in {part!r}; known: none, {', '.join(FAULT_KEYS)}")
-    params: dict[str, str] = {}
-    for item in filter(None, rest.split(",")):
-        key, eq, value = item.partition("=")
-        if not eq or key not in FAULT_KEYS[name]:
-            raise ValueError(f"bad parameter {item!r} in fault {part!r}; {name} accepts {sorted(FAULT_KEYS[name])}")
-        params[key] = value
+    name, params = parse_named(part, FAULT_KEYS, "fault")
     try:
         return _build(name, params)
     except ValueError as exc:

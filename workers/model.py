@@ -22,6 +22,7 @@ from torch import nn
 
 from parity_models import checkpoint
 from parity_models.models import Linear
+from workers.specs import parse_named
 
 BUILTIN_PREFIX = "builtin:"
 LINEAR_INPUT_SHAPE = (1, 28, 28)  # MNIST-sized, like ParM's smallest experiments
@@ -113,19 +114,7 @@ def _load_checkpoint(path: Path, device: str) -> LoadedModel:
 
 def parse_builtin(spec: str) -> tuple[str, dict[str, str]]:
     """``builtin:NAME[:k=v,...]`` -> (NAME, {k: v}); ValueError names what exists."""
-    body = spec[len(BUILTIN_PREFIX):]
-    name, _, rest = body.partition(":")
-    if name not in BUILTIN_KEYS:
-        raise ValueError(f"unknown builtin model {name!r} in {spec!r}; known: "
-                         + ", ".join(f"builtin:{n}" for n in sorted(BUILTIN_KEYS)))
-    params: dict[str, str] = {}
-    for item in filter(None, rest.split(",")):
-        key, eq, value = item.partition("=")
-        if not eq or key not in BUILTIN_KEYS[name]:
-            raise ValueError(f"bad parameter {item!r} for builtin:{name}; "
-                             f"expected key=value with key in {sorted(BUILTIN_KEYS[name])}")
-        params[key] = value
-    return name, params
+    return parse_named(spec, BUILTIN_KEYS, "builtin model", prefix=BUILTIN_PREFIX)
 
 
 def _number(params: dict[str, str], key: str, default: float, kind: type = float, minimum: float = 0) -> Any:
@@ -192,16 +181,7 @@ def parse_service_time(spec: str) -> Callable[[], float]:
     name, _, rest = spec.partition(":")
     if name == "file":
         return _empirical_sampler(Path(rest))
-    if name not in SERVICE_TIME_KEYS:
-        raise ValueError(f"unknown service time {spec!r}; use fixed:ms=, exp:mean_ms=, "
-                         "lognormal:median_ms=,sigma= or file:PATH.json")
-    params: dict[str, str] = {}
-    for item in filter(None, rest.split(",")):
-        key, eq, value = item.partition("=")
-        if not eq or key not in SERVICE_TIME_KEYS[name]:
-            raise ValueError(f"bad parameter {item!r} in service time {spec!r}; "
-                             f"{name} accepts {sorted(SERVICE_TIME_KEYS[name])}")
-        params[key] = value
+    _, params = parse_named(spec, SERVICE_TIME_KEYS, "service time")
     # Unseeded by default, so identical workers do not straggle in lockstep.
     rng = random.Random(_number(params, "seed", 0, int) if "seed" in params else None)
     if name == "fixed":

@@ -11,10 +11,13 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
+from aiohttp.test_utils import TestClient
 
 from frontend.cluster import LocalCluster, cluster_specs
 from frontend.config import FrontendConfig
@@ -36,49 +39,49 @@ async def set_fault(address: tuple[str, int], spec: str) -> None:
         await client.close()
 
 
-async def test_stalled_worker_process_is_decoded_within_the_deadline() -> None:
+@asynccontextmanager
+async def coded_cluster(health_interval_s: float) -> AsyncIterator[tuple[LocalCluster, TestClient]]:
+    """2 data + 1 parity worker processes (builtin linear, sum code, k=2) behind the frontend."""
     cluster = LocalCluster(cluster_specs(2, 1, "coded", "builtin:linear", "builtin:linear:parity_k=2"))
     await cluster.start()
     try:
         cfg = FrontendConfig(data=cluster.addresses("data"), parity=cluster.addresses("parity"), k=2, code="sum",
-                             deadline_ms=3000, health_interval_s=30.0)
+                             deadline_ms=3000, health_interval_s=health_interval_s)
         async with frontend(cfg) as c:
-            await set_fault(cluster.addresses("data")[1], "stall")
-            x = np.random.default_rng(1).random((10, 1, 28, 28), dtype=np.float32)
-            t0 = time.monotonic()
-            results = await asyncio.gather(*(c.post("/predict", json={"inputs": x[i:i + 2].tolist()})
-                                             for i in range(0, 10, 2)))
-            bodies = [await r.json() for r in results]
-            assert time.monotonic() - t0 < 3.0 and all(r.status == 200 for r in results), bodies
-            outputs = np.concatenate([np.array(b["outputs"]) for b in bodies])
-            degraded = sum(sum(b["degraded"]) for b in bodies)
-            assert degraded == 5  # one query of every group sat on the stalled process
-            # exact for a linear model: parity output minus the other equals the missing output
-            np.testing.assert_allclose(outputs, LINEAR.predict(x), rtol=1e-4, atol=1e-4)
-            assert service_of(c).stats.degraded == 5
-            await set_fault(cluster.addresses("data")[1], "none")
+            yield cluster, c
     finally:
         await cluster.stop()
     assert all(w.proc.returncode is not None for w in cluster.workers)
 
 
+async def test_stalled_worker_process_is_decoded_within_the_deadline() -> None:
+    async with coded_cluster(health_interval_s=30.0) as (cluster, c):
+        await set_fault(cluster.addresses("data")[1], "stall")
+        x = np.random.default_rng(1).random((10, 1, 28, 28), dtype=np.float32)
+        t0 = time.monotonic()
+        results = await asyncio.gather(*(c.post("/predict", json={"inputs": x[i:i + 2].tolist()})
+                                         for i in range(0, 10, 2)))
+        bodies = [await r.json() for r in results]
+        assert time.monotonic() - t0 < 3.0 and all(r.status == 200 for r in results), bodies
+        outputs = np.concatenate([np.array(b["outputs"]) for b in bodies])
+        degraded = sum(sum(b["degraded"]) for b in bodies)
+        assert degraded == 5  # one query of every group sat on the stalled process
+        # exact for a linear model: parity output minus the other equals the missing output
+        np.testing.assert_allclose(outputs, LINEAR.predict(x), rtol=1e-4, atol=1e-4)
+        assert service_of(c).stats.degraded == 5
+        await set_fault(cluster.addresses("data")[1], "none")
+
+
 async def test_crashed_worker_process_is_survived() -> None:
-    cluster = LocalCluster(cluster_specs(2, 1, "coded", "builtin:linear", "builtin:linear:parity_k=2"))
-    await cluster.start()
-    try:
-        cfg = FrontendConfig(data=cluster.addresses("data"), parity=cluster.addresses("parity"), k=2, code="sum",
-                             deadline_ms=3000, health_interval_s=0.2)
-        async with frontend(cfg) as c:
-            await cluster.kill(0)  # SIGKILL: the connection resets, in-flight work is re-sent or decoded
-            x = np.random.default_rng(2).random((8, 1, 28, 28), dtype=np.float32)
-            resp = await c.post("/predict", json={"inputs": x.tolist()})
-            body = await resp.json()
-            assert resp.status == 200, body
-            np.testing.assert_allclose(np.array(body["outputs"]), LINEAR.predict(x), rtol=1e-4, atol=1e-4)
-            ready = await (await c.get("/ready")).json()
-            assert ready["healthy_data_workers"] == 1
-    finally:
-        await cluster.stop()
+    async with coded_cluster(health_interval_s=0.2) as (cluster, c):
+        await cluster.kill(0)  # SIGKILL: the connection resets, in-flight work is re-sent or decoded
+        x = np.random.default_rng(2).random((8, 1, 28, 28), dtype=np.float32)
+        resp = await c.post("/predict", json={"inputs": x.tolist()})
+        body = await resp.json()
+        assert resp.status == 200, body
+        np.testing.assert_allclose(np.array(body["outputs"]), LINEAR.predict(x), rtol=1e-4, atol=1e-4)
+        ready = await (await c.get("/ready")).json()
+        assert ready["healthy_data_workers"] == 1
 
 
 def _children(pid: int) -> list[int]:
@@ -126,7 +129,7 @@ def _post(port: int, x: np.ndarray) -> tuple[int, dict]:
     req = urllib.request.Request(f"http://127.0.0.1:{port}/predict", data=json.dumps({"inputs": x.tolist()}).encode(),
                                  headers={"Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(req, timeout=30) as r:  # noqa: S310 (loopback)
+        with urllib.request.urlopen(req, timeout=30) as r:
             return r.status, json.load(r)
     except urllib.error.HTTPError as exc:
         return exc.code, json.load(exc)
@@ -142,11 +145,9 @@ def test_sigterm_drains_queries_in_flight_and_refuses_new_ones() -> None:
     try:
         while "frontend on" not in (line := proc.stdout.readline()):
             assert line, "parm up exited early"
-        for _ in range(200):
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health") as r:  # noqa: S310
-                pass
+        for _ in range(200):  # /ready answers 503 until the workers pass their first probes
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready") as r:  # noqa: S310
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready"):
                     break
             except urllib.error.HTTPError:
                 time.sleep(0.05)

@@ -14,7 +14,7 @@ from aiohttp import web
 from frontend.config import FrontendConfig
 from frontend.errors import ConfigError, WorkerFailed, WorkerUnavailable
 from frontend.v2_worker import V2WorkerClient, parse_v2_address
-from tests.conftest import eventually, frontend, service_of, worker_servers
+from tests.conftest import eventually, frontend, running, service_of, worker_servers
 from workers.model import load_model
 
 LINEAR = load_model("builtin:linear")
@@ -95,16 +95,9 @@ class FakeV2Server:
             {"name": "logits", "datatype": "FP32", "shape": list(y.shape), "data": y.ravel().tolist()}]})
 
 
-@asynccontextmanager
-async def v2_servers(specs: list[str]) -> AsyncIterator[list[FakeV2Server]]:
-    servers = [FakeV2Server(s) for s in specs]
-    for s in servers:
-        await s.start()
-    try:
-        yield servers
-    finally:
-        for s in servers:
-            await s.close()
+def v2_servers(specs: list[str]) -> Any:
+    """Fake V2 servers on free ports: ``async with v2_servers([...]) as servers``."""
+    return running([FakeV2Server(s) for s in specs])
 
 
 @asynccontextmanager
