@@ -5,7 +5,7 @@ trains towards their targets. This package imports nothing else of the project.
 """
 from __future__ import annotations
 
-from coders.base import Code, CodingError, SubtractionCode
+from coders.base import Code, CodingError, LinearCode
 from coders.berrut import BerrutCode
 from coders.concat import ConcatCode
 from coders.summation import SumCode
@@ -22,4 +22,4 @@ def make_code(name: str, k: int, r: int = 1) -> Code:
     return cls(k, r)
 
 
-__all__ = ["CODES", "BerrutCode", "Code", "CodingError", "ConcatCode", "SubtractionCode", "SumCode", "make_code"]
+__all__ = ["CODES", "BerrutCode", "Code", "CodingError", "ConcatCode", "LinearCode", "SumCode", "make_code"]

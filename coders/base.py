@@ -59,32 +59,63 @@ class Code(ABC):
         return [i for i in range(self.k) if i not in available]
 
 
-class SubtractionCode(Code):
-    """Codes whose parity model learns the sum of the k outputs; one missing output is
-    recovered by subtraction: F(X_i) ~= F_P(P) - sum_{j != i} F(X_j)."""
+def coefficient_rows(k: int, r: int) -> np.ndarray:
+    """The (r, k) output weights of the learned linear codes: row l holds t_i ** l for k distinct
+    points t in [1, 2]. Row 0 is all ones (ParM's sum: r=1 checkpoints stay valid for any r), and any
+    r columns form an invertible Vandermonde matrix, so any r missing outputs can be solved for.
+    Points in [1, 2] keep every weight positive and the rows of similar scale."""
+    t = np.linspace(1.0, 2.0, k) if k > 1 else np.ones(1)
+    return t[None, :] ** np.arange(r)[:, None]  # (r, k), float64
+
+
+class LinearCode(Code):
+    """Codes whose parity model l learns a weighted sum of the k outputs, sum_i C[l, i] F(X_i)
+    (C = coefficient_rows). With r=1 that is ParM's sum, decoded by subtraction:
+    F(X_i) ~= F_P(P) - sum_{j != i} F(X_j); with r parities, up to r missing outputs are the
+    least-squares solution of the linear system the arrived parity outputs give."""
 
     def __init__(self, k: int, r: int = 1) -> None:
-        if r != 1:
-            raise CodingError(f"{self.name} code supports r=1 only, got r={r}")
         super().__init__(k, r)
+        self.coeffs = coefficient_rows(k, r)  # (r, k)
 
     def target(self, outputs: Array) -> Array:
         if outputs.ndim < 2 or outputs.shape[0] != self.k:
             raise CodingError(f"expected outputs of shape (k={self.k}, B, C), got {tuple(outputs.shape)}")
-        return outputs.sum(axis=0, keepdims=True)  # (1, B, C)
+        return combine(self.coeffs, outputs)  # (r, B, C)
 
     def decode(self, available: Mapping[int, Array]) -> dict[int, Array]:
         missing = self.missing_data_slots(available)
         if not missing:
             return {}
-        if len(missing) > 1 or self.k not in available:
-            raise CodingError(
-                f"cannot decode: missing data slots {missing}, parity "
-                f"{'present' if self.k in available else 'missing'} (tolerates one erasure)"
-            )
-        others = sum(available[j] for j in range(self.k) if j != missing[0])  # (B, C)
-        return {missing[0]: available[self.k] - others}
+        parities = [lrow for lrow in range(self.r) if self.k + lrow in available]
+        if len(missing) > len(parities):
+            raise CodingError(f"cannot decode: missing data slots {missing} with {len(parities)} of {self.r} parity "
+                              f"outputs in (one parity output per missing slot is needed)")
+        known = [i for i in range(self.k) if i in available]
+        # Parity l minus the arrived outputs' share: rhs_l = sum_{i missing} C[l, i] F(X_i)
+        rhs = stack([available[self.k + lrow] - combine(self.coeffs[lrow:lrow + 1, known],
+                                                        stack([available[i] for i in known]))[0]
+                     if known else available[self.k + lrow] for lrow in parities])  # (p, B, C)
+        solve = np.linalg.pinv(self.coeffs[np.ix_(parities, missing)])  # (m, p): exact when p == m
+        decoded = combine(solve, rhs)  # (m, B, C)
+        return {m: decoded[i] for i, m in enumerate(missing)}
 
-    def decode_batch(self, data_out: Array, parity_out: Array, missing: int) -> Array:
-        """Vectorised decode for training/eval: data_out (k, B, C), parity_out (B, C) -> (B, C)."""
-        return parity_out - (data_out.sum(dim=0) - data_out[missing])
+    def decode_batch(self, data_out: Array, parity_out: Array, missing: int, index: int = 0) -> Array:
+        """Vectorised one-parity decode for training/eval: data_out (k, B, C) and parity ``index``'s
+        output parity_out (B, C) -> F(X_missing) (B, C)."""
+        row = self.coeffs[index]
+        others = combine(row[None], data_out)[0] - float(row[missing]) * data_out[missing]  # (B, C)
+        return (parity_out - others) / float(row[missing])
+
+
+def stack(values: list[Array]) -> Array:
+    """Stack same-kind arrays along a new first axis."""
+    return np.stack(values) if isinstance(values[0], np.ndarray) else torch.stack(values)
+
+
+def combine(weights: np.ndarray, values: Array) -> Array:
+    """weights (m, n) applied along the first axis of values (n, ...) -> (m, ...), same array kind."""
+    if isinstance(values, np.ndarray):
+        return np.tensordot(weights.astype(values.dtype), values, axes=(1, 0))
+    w = torch.as_tensor(weights, dtype=values.dtype, device=values.device)
+    return torch.tensordot(w, values, dims=([1], [0]))

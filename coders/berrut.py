@@ -15,7 +15,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from coders.base import Array, Code, CodingError
+from coders.base import Array, Code, CodingError, combine, stack
 
 
 def chebyshev_nodes(n: int) -> np.ndarray:
@@ -56,14 +56,14 @@ class BerrutCode(Code):
     def encode(self, queries: Array) -> Array:
         if queries.ndim < 2 or queries.shape[0] != self.k:
             raise CodingError(f"expected queries of shape (k={self.k}, B, ...), got {tuple(queries.shape)}")
-        return _combine(self.encoder, queries)  # (r, B, *S)
+        return combine(self.encoder, queries)  # (r, B, *S)
 
     def target(self, outputs: Array) -> Array:
         """What a perfect parity worker would return: the interpolant of the outputs at the parity
         nodes (r, B, C). With the base model as parity model this holds exactly only for linear F."""
         if outputs.ndim < 2 or outputs.shape[0] != self.k:
             raise CodingError(f"expected outputs of shape (k={self.k}, B, C), got {tuple(outputs.shape)}")
-        return _combine(self.encoder, outputs)
+        return combine(self.encoder, outputs)
 
     def decode(self, available: Mapping[int, Array]) -> dict[int, Array]:
         missing = self.missing_data_slots(available)
@@ -75,24 +75,6 @@ class BerrutCode(Code):
                               f"(tolerates {self.r} erasures with k={self.k} outputs in)")
         nodes = np.array([self.node(s) for s in slots])
         weights = berrut_weights(nodes, np.array([self.node(m) for m in missing])).astype(np.float32)  # (|M|, n)
-        stacked = _stack([available[s] for s in slots])  # (n, B, C)
-        decoded = _combine(weights, stacked)  # (|M|, B, C)
+        stacked = stack([available[s] for s in slots])  # (n, B, C)
+        decoded = combine(weights, stacked)  # (|M|, B, C)
         return {m: decoded[i] for i, m in enumerate(missing)}
-
-
-def _stack(values: list[Array]) -> Array:
-    if isinstance(values[0], np.ndarray):
-        return np.stack(values)
-    import torch
-
-    return torch.stack(values)
-
-
-def _combine(weights: np.ndarray, values: Array) -> Array:
-    """weights (m, n) applied along the first axis of values (n, ...) -> (m, ...), same array kind."""
-    if isinstance(values, np.ndarray):
-        return np.tensordot(weights.astype(values.dtype), values, axes=(1, 0))
-    import torch
-
-    w = torch.as_tensor(weights, dtype=values.dtype, device=values.device)
-    return torch.tensordot(w, values, dims=([1], [0]))

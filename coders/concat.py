@@ -1,5 +1,7 @@
 """The concatenation code for images: the k images are each downsampled (area averaging) and
 tiled into one image of the original size, which the parity model reads; decode by subtraction.
+With r >= 2 every parity worker reads the same tiled image and its model learns another weighted
+sum of the outputs (coders.base.LinearCode).
 
 Tiling grid: cols = ceil(sqrt(k)), rows = ceil(k / cols). So k=2 is side by side (each image
 squeezed to H x W/2, as in ParM), k=4 is quadrants (H/2 x W/2), and k=3 uses the 2x2 grid with
@@ -14,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from coders.base import Array, CodingError, SubtractionCode
+from coders.base import Array, CodingError, LinearCode
 
 
 def grid_for(k: int) -> tuple[int, int]:
@@ -28,7 +30,7 @@ def _bounds(size: int, parts: int) -> list[int]:
     return [round(i * size / parts) for i in range(parts + 1)]
 
 
-class ConcatCode(SubtractionCode):
+class ConcatCode(LinearCode):
     name = "concat"
 
     def __init__(self, k: int, r: int = 1) -> None:
@@ -57,6 +59,8 @@ class ConcatCode(SubtractionCode):
         h, w = x.shape[-2:]
         out = self._tile_even(x) if h % self.rows == 0 and w % self.cols == 0 else self._tile_any(x)
         out = out[None]  # (1, B, C, H, W)
+        if self.r > 1:  # one tiled image for every parity model: (r, B, C, H, W)
+            out = np.repeat(out, self.r, axis=0) if isinstance(out, np.ndarray) else out.expand(self.r, *out.shape[1:])
         return out[:, :, 0] if squeeze else out
 
     def _tile_even(self, x: Array) -> Array:

@@ -1,11 +1,14 @@
 """Coders: exact round trip on a linear model, tiling geometry pixel by pixel, bad input."""
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
 
-from coders import CODES, CodingError, ConcatCode, SubtractionCode, SumCode, make_code
+from coders import CODES, CodingError, ConcatCode, LinearCode, SumCode, make_code
+from coders.base import coefficient_rows
 from coders.concat import grid_for
 
 
@@ -15,7 +18,7 @@ def linear_model(in_features: int, classes: int = 10, seed: int = 0) -> tuple[to
 
 
 @pytest.mark.parametrize("k", [2, 3, 4, 8])
-@pytest.mark.parametrize("name", sorted(n for n, c in CODES.items() if issubclass(c, SubtractionCode)))
+@pytest.mark.parametrize("name", sorted(n for n, c in CODES.items() if issubclass(c, LinearCode)))
 def test_subtraction_decode_is_exact_for_a_linear_model(name: str, k: int) -> None:
     code = make_code(name, k)
     x = torch.rand(k, 5, 1, 28, 28, dtype=torch.float64)  # (k, B, C, H, W)
@@ -44,9 +47,9 @@ def test_sum_encode_is_the_sum() -> None:
 def test_decode_refuses_two_erasures_or_missing_parity() -> None:
     code = SumCode(3)
     out = torch.zeros(1, 10)
-    with pytest.raises(CodingError, match="missing data slots"):
+    with pytest.raises(CodingError, match=r"missing data slots \[1, 2\] with 1 of 1 parity"):
         code.decode({0: out, 3: out})
-    with pytest.raises(CodingError, match="parity missing"):
+    with pytest.raises(CodingError, match="0 of 1 parity"):
         code.decode({0: out, 1: out})
     assert code.decode({0: out, 1: out, 2: out}) == {}
 
@@ -91,8 +94,8 @@ def test_bad_settings_and_shapes_are_refused() -> None:
         make_code("xor", 2)
     with pytest.raises(CodingError, match="k must be"):
         SumCode(0)
-    with pytest.raises(CodingError, match="r=1 only"):
-        SumCode(2, r=2)
+    with pytest.raises(CodingError, match="r must be"):
+        SumCode(2, r=0)
     with pytest.raises(CodingError, match="image queries"):
         ConcatCode(2).check_input_shape((784,))
     with pytest.raises(CodingError, match="shape"):
@@ -111,3 +114,45 @@ def test_numpy_and_torch_give_the_same_parity_and_decode(name: str, k: int, shap
     decoded = code.decode(outs)[1]
     assert isinstance(decoded, np.ndarray)
     np.testing.assert_allclose(decoded, code.decode({j: torch.from_numpy(v) for j, v in outs.items()})[1].numpy())
+
+
+def test_coefficient_rows_start_with_the_sum_and_any_r_columns_are_invertible() -> None:
+    c = coefficient_rows(8, 3)  # (r, k)
+    assert np.array_equal(c[0], np.ones(8)) and (c > 0).all()
+    for cols in itertools.combinations(range(8), 3):
+        assert abs(np.linalg.det(c[:, cols])) > 1e-6
+
+
+@pytest.mark.parametrize("name", ["sum", "concat"])
+@pytest.mark.parametrize("k, r", [(2, 2), (4, 2), (5, 3)])
+def test_r_parities_decode_any_r_missing_exactly_for_a_linear_model(name: str, k: int, r: int) -> None:
+    code = make_code(name, k, r)
+    x = torch.rand(k, 4, 1, 28, 28, dtype=torch.float64)
+    w, b = (t.double() for t in linear_model(784))
+    outs = torch.stack([x[i].flatten(1) @ w.T + b for i in range(k)])  # (k, B, 10)
+    parity_in = code.encode(x)  # (r, B, 1, 28, 28)
+    assert parity_in.shape == (r, 4, 1, 28, 28)
+    if name == "sum":  # parity model l is F with sum_i C[l, i] times the bias: exact
+        parity_out = torch.stack([parity_in[lr].flatten(1) @ w.T + code.coeffs[lr].sum() * b for lr in range(r)])
+        assert torch.allclose(parity_out, code.target(outs), atol=1e-9)
+    else:
+        parity_out = code.target(outs)  # (r, B, 10)
+    for s in range(1, r + 1):
+        for missing in itertools.combinations(range(k), s):
+            for lost_parity in itertools.combinations(range(r), r - s):  # only s parities arrive
+                available = {j: outs[j] for j in range(k) if j not in missing} | \
+                            {k + lr: parity_out[lr] for lr in range(r) if lr not in lost_parity}
+                decoded = code.decode(available)
+                assert sorted(decoded) == list(missing)
+                for m in missing:
+                    assert torch.allclose(decoded[m], outs[m], atol=1e-7)
+    for lr in range(r):  # the one-parity decode used in training
+        assert torch.allclose(code.decode_batch(outs, parity_out[lr], k - 1, index=lr), outs[k - 1], atol=1e-9)
+
+
+def test_r_parities_refuse_more_missing_than_parities_in() -> None:
+    code = SumCode(4, r=2)
+    out = np.zeros((1, 10), np.float32)
+    with pytest.raises(CodingError, match="1 of 2 parity"):
+        code.decode({0: out, 1: out, 4: out})
+    assert set(code.decode({0: out, 1: out, 4: out, 5: out})) == {2, 3}
