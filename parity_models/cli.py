@@ -11,9 +11,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 ARCH_CHOICES = ("mlp", "lenet5", "resnet18")
+PARITY_ARCH_CHOICES = ("same", *ARCH_CHOICES, "tiled")
 DATASET_CHOICES = ("mnist", "fashion-mnist", "cifar10")
 TABLE_COLUMNS = ("dataset", "k", "code", "groups", "base_top1", "degraded_top1", "recon_top1",
                  "base_top5", "degraded_top5", "recon_top5")
+ERASURE_COLUMNS = ("dataset", "code", "k", "r", "missing", "groups", "patterns", "base_top1", "degraded_top1",
+                   "recon_top1", "degraded_top5")
 
 
 def _quiet_openmp() -> None:
@@ -57,7 +60,8 @@ def _train_parity(args: argparse.Namespace) -> int:
     _quiet_openmp()
     from parity_models.train import ParityConfig, last_path, train_parity
 
-    cfg = ParityConfig(args.base, args.k, args.code, args.out, arch=args.arch, epochs=args.epochs,
+    cfg = ParityConfig(args.base, args.k, args.code, args.out, parity_index=args.parity_index, arch=args.arch,
+                       epochs=args.epochs,
                        time_budget=args.time_budget, loss=args.loss, resume=args.resume, device=args.device,
                        seed=args.seed, batch_size=args.batch_size, lr=args.lr, data_dir=args.data_dir,
                        progress=not args.quiet)
@@ -68,10 +72,24 @@ def _train_parity(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from parity_models.evaluate import evaluate, format_table
+    from parity_models.evaluate import evaluate, evaluate_learned, format_table
 
-    result = evaluate(args.base, args.parity, data_dir=args.data_dir, device=args.device, split=args.split)
-    print(format_table([result], TABLE_COLUMNS))
+    if args.code == "berrut":
+        if args.parity or args.k is None:
+            raise SystemExit("parm eval: --code berrut needs --k (and --r), no --parity: the base model is its parity")
+        from parity_models.evaluate_berrut import evaluate_berrut
+
+        rows = evaluate_berrut(args.base, args.k, args.r, missing=args.missing, data_dir=args.data_dir,
+                               device=args.device)
+    elif not args.parity:
+        raise SystemExit("parm eval: --parity is required (or --code berrut --k K --r R)")
+    elif len(args.parity) == 1 and not args.missing:
+        rows = [evaluate(args.base, args.parity[0], data_dir=args.data_dir, device=args.device, split=args.split)]
+    else:
+        rows = evaluate_learned(args.base, args.parity, missing=args.missing, data_dir=args.data_dir,
+                                device=args.device)
+    print(format_table(rows, TABLE_COLUMNS if "split" in rows[0] else ERASURE_COLUMNS))
+    result = rows[0] if len(rows) == 1 else rows
     print(json.dumps(result, indent=1))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -108,7 +126,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--k", type=int, required=True)
     p.add_argument("--code", required=True, choices=("sum", "concat"))
     p.add_argument("--out", required=True)
-    p.add_argument("--arch", default="same", choices=("same",) + ARCH_CHOICES)
+    p.add_argument("--parity-index", type=int, default=0,
+                   help="which parity of a code with r >= 2 parities this model is (0..r-1; train one model each)")
+    p.add_argument("--arch", default="same", choices=PARITY_ARCH_CHOICES,
+                   help="same: the base model's; tiled (concat only): one MLP shared by the k tiles")
     p.add_argument("--epochs", type=int, default=None, help="default: 30, or unbounded with --time-budget")
     p.add_argument("--time-budget", type=float, default=None, help="seconds of training (the lr decays to 0 then)")
     p.add_argument("--loss", default="mse", choices=("mse", "kl"),
@@ -122,9 +143,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _common(p)
     p.set_defaults(func=_friendly(_train_parity))
 
-    p = subparsers.add_parser("eval", help="degraded-mode accuracy of a base/parity pair on the test set")
+    p = subparsers.add_parser("eval", help="degraded-mode accuracy of a base model and its parity model(s), or of "
+                                           "the training-free Berrut code, on the test set")
     p.add_argument("--base", required=True)
-    p.add_argument("--parity", required=True)
+    p.add_argument("--parity", nargs="+", default=None,
+                   help="parity checkpoint(s): one, or r of them (parity_index 0..r-1) for r >= 2")
+    p.add_argument("--code", default=None, choices=("berrut",), help="berrut: no parity model (training-free)")
+    p.add_argument("--k", type=int, default=None, help="group size for --code berrut")
+    p.add_argument("--r", type=int, default=1, help="parities per group for --code berrut")
+    p.add_argument("--missing", type=int, default=None, help="evaluate with this many data outputs missing "
+                                                             "(default: each of 1..r)")
     p.add_argument("--json", default=None, help="also write the results here")
     p.add_argument("--split", default="test", choices=("test", "val"))
     _common(p)

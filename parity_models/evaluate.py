@@ -5,6 +5,8 @@ Used per epoch by train.py (validation) and by ``parm eval`` (test set).
 """
 from __future__ import annotations
 
+import itertools
+import random
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ from parity_models import checkpoint
 from parity_models.data import Dataset, load_dataset
 from parity_models.device import predict, resolve_device
 
+MAX_PATTERNS = 64  # missing-slot patterns evaluated per number missing; all of them when there are fewer
 EVAL_SEED = 1234  # fixed, so every evaluation of a test set uses the same coding groups
 METRICS = ("base_top1", "base_top5", "degraded_top1", "degraded_top5", "recon_top1", "recon_top5")
 
@@ -27,16 +30,16 @@ def make_groups(n: int, k: int, seed: int = EVAL_SEED) -> torch.Tensor:
 
 
 @torch.no_grad()
-def parity_outputs(parity: nn.Module, code: Code, x: torch.Tensor, groups: torch.Tensor,
+def parity_outputs(parity: nn.Module, code: Code, x: torch.Tensor, groups: torch.Tensor, index: int = 0,
                    batch_size: int = 2048) -> torch.Tensor:
-    """Parity model outputs for each group: x (N, *S), groups (G, k) -> (G, C)."""
+    """Outputs of parity model ``index`` for each group: x (N, *S), groups (G, k) -> (G, C)."""
     device = next(parity.parameters()).device
     was_training = parity.training
     parity.eval()
     outs = []
     for i in range(0, len(groups), batch_size):
         idx = groups[i:i + batch_size].T.to(x.device)  # (k, b)
-        encoded = code.encode(x[idx].to(device))[0]  # (k, b, *S) -> (b, *S)
+        encoded = code.encode(x[idx].to(device))[index]  # (k, b, *S) -> (b, *S)
         outs.append(parity(encoded))
     parity.train(was_training)
     return torch.cat(outs)
@@ -49,8 +52,9 @@ def _in_topk(scores: torch.Tensor, target: torch.Tensor, k: int) -> torch.Tensor
 
 
 def degraded_metrics(base_out: torch.Tensor, parity_out: torch.Tensor, groups: torch.Tensor,
-                     labels: torch.Tensor, code: Code) -> dict[str, float]:
-    """Percent accuracies averaged over every group and every position of the missing query.
+                     labels: torch.Tensor, code: Code, index: int = 0) -> dict[str, float]:
+    """Percent accuracies averaged over every group and every position of the missing query, decoded
+    from parity ``index`` alone.
 
     base_out (N, C): base model outputs for all N queries; parity_out (G, C); groups (G, k).
     """
@@ -58,7 +62,7 @@ def degraded_metrics(base_out: torch.Tensor, parity_out: torch.Tensor, groups: t
     data_out, y = base_out[idx], labels.to(base_out.device)[idx]  # (k, G, C), (k, G)
     sums = dict.fromkeys(METRICS, 0.0)
     for i in range(code.k):
-        decoded = code.decode_batch(data_out, parity_out, i)  # (G, C): F(X_i) as the frontend would see it
+        decoded = code.decode_batch(data_out, parity_out, i, index)  # (G, C): F(X_i) as the frontend would see it
         base_pred = data_out[i].argmax(dim=1)
         for name, scores, target in (("base", data_out[i], y[i]), ("degraded", decoded, y[i]),
                                      ("recon", decoded, base_pred)):
@@ -87,6 +91,62 @@ def evaluate(base_ckpt: dict[str, Any] | str | Path, parity_ckpt: dict[str, Any]
     metrics = degraded_metrics(base_out, parity_out, groups, y, code)
     return {"dataset": data.name, "split": split, "k": k, "code": code_name, "base_arch": base_ckpt["arch"],
             "parity_arch": parity_ckpt["arch"], "groups": len(groups), "seed": seed, **metrics}
+
+
+def erasure_patterns(k: int, s: int, seed: int = EVAL_SEED) -> list[tuple[int, ...]]:
+    """Which data slots are missing: every s-subset of 0..k-1, or MAX_PATTERNS sampled ones."""
+    combos = list(itertools.combinations(range(k), s))
+    return combos if len(combos) <= MAX_PATTERNS else random.Random(seed).sample(combos, MAX_PATTERNS)
+
+
+def erasure_metrics(code: Code, data_out: torch.Tensor, parity_out: torch.Tensor, labels: torch.Tensor, s: int,
+                    seed: int = EVAL_SEED) -> dict[str, Any]:
+    """METRICS (percent) with s data outputs missing and every parity in, decoded by ``code.decode`` as
+    the frontend does; averaged over groups, patterns of missing slots and the missing slots.
+
+    data_out (k, G, C) base outputs; parity_out (r, G, C) parity outputs; labels (k, G)."""
+    patterns = erasure_patterns(code.k, s, seed)
+    sums = dict.fromkeys(METRICS, 0.0)
+    for pattern in patterns:
+        available = {j: data_out[j] for j in range(code.k) if j not in pattern} | \
+                    {code.k + i: parity_out[i] for i in range(code.r)}
+        for m, decoded in code.decode(available).items():  # decoded (G, C)
+            for name, scores, target in (("base", data_out[m], labels[m]), ("degraded", decoded, labels[m]),
+                                         ("recon", decoded, data_out[m].argmax(1))):
+                sums[f"{name}_top1"] += float(_in_topk(scores, target, 1))
+                sums[f"{name}_top5"] += float(_in_topk(scores, target, 5))
+    count = len(patterns) * s
+    return {"missing": s, "patterns": len(patterns), **{n: 100.0 * v / count for n, v in sums.items()}}
+
+
+@torch.no_grad()
+def evaluate_learned(base_ckpt: dict[str, Any] | str | Path, parity_ckpts: list[dict[str, Any] | str | Path], *,
+                     missing: int | None = None, data_dir: str | Path | None = None, device: str = "auto",
+                     seed: int = EVAL_SEED, data: Dataset | None = None) -> list[dict[str, Any]]:
+    """A learned code with r = len(parity_ckpts) parity models (their parity_index 0..r-1): one result
+    row per number of missing data outputs s (``missing`` or 1..r), as the frontend would decode."""
+    base_ckpt = checkpoint.load(base_ckpt) if isinstance(base_ckpt, (str, Path)) else base_ckpt
+    parities = [checkpoint.load(p) if isinstance(p, (str, Path)) else p for p in parity_ckpts]
+    k, code_name = parities[0]["meta"]["k"], parities[0]["meta"]["code"]
+    for p in parities:
+        checkpoint.check_pair(base_ckpt, p, k, code_name)
+    parities.sort(key=lambda p: p["meta"].get("parity_index", 0))
+    indices = [p["meta"].get("parity_index", 0) for p in parities]
+    if indices != list(range(len(parities))):
+        raise checkpoint.CheckpointError(f"parity models must have parity_index 0..{len(parities) - 1} once each; "
+                                         f"got {indices}")
+    code = make_code(code_name, k, len(parities))
+    dev = resolve_device(device)
+    data = data or load_dataset(base_ckpt["meta"]["dataset"], data_dir)
+    groups = make_groups(len(data.test_x), k, seed)  # (G, k)
+    idx = groups.T  # (k, G)
+    data_out = predict(checkpoint.build_model(base_ckpt, dev), data.test_x)[idx]  # (k, G, C)
+    parity_out = torch.stack([parity_outputs(checkpoint.build_model(p, dev), code, data.test_x, groups, i)
+                              for i, p in enumerate(parities)])  # (r, G, C)
+    labels = data.test_y[idx].to(data_out.device)
+    return [{"dataset": data.name, "code": code_name, "k": k, "r": code.r, "parity_arch": parities[0]["arch"],
+             "groups": len(groups), **erasure_metrics(code, data_out, parity_out, labels, s, seed)}
+            for s in ([missing] if missing else range(1, code.r + 1))]
 
 
 def format_table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:

@@ -14,7 +14,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from tqdm import tqdm
 
 from coders import Code, make_code
@@ -33,7 +32,8 @@ class ParityConfig:
     k: int
     code: str
     out: str
-    arch: str = "same"  # same | mlp | lenet5 | resnet18
+    parity_index: int = 0  # which of the code's parity rows this model learns (r >= 2: one model per row)
+    arch: str = "same"  # same | mlp | lenet5 | resnet18 | tiled (concat only)
     epochs: int | None = None
     time_budget: float | None = None  # seconds of training loop (setup excluded), over all resumes
     loss: str = "mse"  # mse: ParM's regression onto the summed outputs; kl: match decoded softmaxes
@@ -61,33 +61,40 @@ def sample_tuples(n: int, k: int, seed: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def encoded_stats(code: Code, x: torch.Tensor, per_channel: bool, n: int = 8192, seed: int = 0) -> tuple[Any, Any]:
+def encoded_stats(code: Code, x: torch.Tensor, per_channel: bool, n: int = 8192, seed: int = 0,
+                  index: int = 0) -> tuple[Any, Any]:
     """Mean/std of encoded queries (a sum of k images lies in [0, k]), for the parity model's Normalize."""
     idx = sample_tuples(len(x), code.k, seed)[:n].T.to(x.device)  # (k, n)
-    enc = code.encode(x[idx])[0]  # (n, *S)
+    enc = code.encode(x[idx])[index]  # (n, *S)
     if per_channel:
         flat = enc.transpose(0, 1).flatten(1)  # (C, n * H * W)
         return flat.mean(1).tolist(), flat.std(1).tolist()
     return float(enc.mean()), float(enc.std())
 
 
-def parity_arch(base_ckpt: dict[str, Any], arch: str, stats: tuple[Any, Any]) -> tuple[str, dict[str, Any]]:
-    """(arch, args) of the parity model: the base's own architecture ('same') or a named one."""
+def parity_arch(base_ckpt: dict[str, Any], arch: str, stats: tuple[Any, Any], code: Code,
+                index: int = 0) -> tuple[str, dict[str, Any]]:
+    """(arch, args) of the parity model: the base's own architecture ('same') or a named one; 'tiled'
+    (concat only) is told the code's k and its row's output weights."""
     if arch == "same":
         name, args = base_ckpt["arch"], dict(base_ckpt["arch_args"])
     else:
         name, args = arch, {"input_shape": base_ckpt["input_shape"], "num_classes": base_ckpt["num_classes"]}
+    if name == "tiled":
+        if code.name != "concat":
+            raise ValueError(f"the tiled parity model reads the concat code's tiles; got code {code.name!r}")
+        args.update(k=code.k, weights=[float(w) for w in code.coeffs[index]])
     if name != "linear":  # every other architecture starts with a Normalize layer
         args["mean"], args["std"] = stats
     return name, args
 
 
-def parity_loss(kind: str, out: torch.Tensor, data_out: torch.Tensor, code: Code) -> torch.Tensor:
-    """out (B, C) parity outputs; data_out (k, B, C) base outputs of the tuple's queries."""
+def parity_loss(kind: str, out: torch.Tensor, data_out: torch.Tensor, code: Code, index: int = 0) -> torch.Tensor:
+    """out (B, C) outputs of parity model ``index``; data_out (k, B, C) base outputs of the tuple's queries."""
     if kind == "mse":
-        return F.mse_loss(out, code.target(data_out)[0])
+        return F.mse_loss(out, code.target(data_out)[index])
     # kl: the decoded output for each missing position should have the base model's softmax
-    losses = [F.kl_div(F.log_softmax(code.decode_batch(data_out, out, i), 1), F.log_softmax(data_out[i], 1),
+    losses = [F.kl_div(F.log_softmax(code.decode_batch(data_out, out, i, index), 1), F.log_softmax(data_out[i], 1),
                        reduction="batchmean", log_target=True) for i in range(code.k)]
     return torch.stack(losses).mean()
 
@@ -105,7 +112,10 @@ def train_parity(cfg: ParityConfig, data: Dataset | None = None) -> dict[str, An
     torch.manual_seed(cfg.seed)
     base_ckpt = checkpoint.load(cfg.base)
     data = data or load_dataset(base_ckpt["meta"]["dataset"], cfg.data_dir)
-    code = make_code(cfg.code, cfg.k)
+    if cfg.parity_index < 0:
+        raise ValueError(f"parity_index must be >= 0, got {cfg.parity_index}")
+    code = make_code(cfg.code, cfg.k, cfg.parity_index + 1)  # rows 0..parity_index; this model learns the last
+    index = cfg.parity_index
     code.check_input_shape(tuple(data.input_shape))
     epochs = cfg.epochs or (10**9 if cfg.time_budget else DEFAULT_EPOCHS)
 
@@ -121,10 +131,11 @@ def train_parity(cfg: ParityConfig, data: Dataset | None = None) -> dict[str, An
         arch, arch_args = resumed["arch"], resumed["arch_args"]
     else:
         per_channel = isinstance(base_ckpt["arch_args"].get("mean"), list)
-        arch, arch_args = parity_arch(base_ckpt, cfg.arch, encoded_stats(code, train_x, per_channel, seed=cfg.seed))
+        stats = encoded_stats(code, train_x, per_channel, seed=cfg.seed, index=index)
+        arch, arch_args = parity_arch(base_ckpt, cfg.arch, stats, code, index)
     model = build(arch, arch_args).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    meta = {"k": cfg.k, "code": cfg.code, "base_id": checkpoint.model_id(base_ckpt), "dataset": data.name,
+    meta = {"k": cfg.k, "code": cfg.code, "parity_index": index, "base_id": checkpoint.model_id(base_ckpt), "dataset": data.name,
             "loss": cfg.loss, "seed": cfg.seed, "normalization": {"mean": arch_args.get("mean"),
                                                                    "std": arch_args.get("std")}}
     state = {"epoch": 0, "step": 0, "elapsed": 0.0, "best": -1.0, "history": []}
@@ -150,8 +161,8 @@ def train_parity(cfg: ParityConfig, data: Dataset | None = None) -> dict[str, An
             for group in opt.param_groups:
                 group["lr"] = cosine_lr(cfg.lr, progress)
             idx = tuples[s * cfg.batch_size:(s + 1) * cfg.batch_size].T  # (k, B)
-            encoded = code.encode(train_x[idx])[0]  # (k, B, *S) -> (B, *S)
-            loss = parity_loss(cfg.loss, model(encoded), train_out[idx], code)
+            encoded = code.encode(train_x[idx])[index]  # (k, B, *S) -> (B, *S)
+            loss = parity_loss(cfg.loss, model(encoded), train_out[idx], code, index)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -162,7 +173,8 @@ def train_parity(cfg: ParityConfig, data: Dataset | None = None) -> dict[str, An
         if count == 0:
             break
 
-        val = degraded_metrics(val_out, parity_outputs(model, code, val_x, val_groups), val_groups, data.val_y, code)
+        val = degraded_metrics(val_out, parity_outputs(model, code, val_x, val_groups, index), val_groups, data.val_y,
+                               code, index)
         state.update(epoch=epoch + 1, elapsed=time.perf_counter() - t0)
         record = {"epoch": epoch + 1, "train_loss": float(total) / count, "elapsed_s": round(state["elapsed"], 2),
                   **val}
@@ -189,6 +201,7 @@ def _load_resume(cfg: ParityConfig, base_ckpt: dict[str, Any]) -> dict[str, Any]
     if "train_state" not in ckpt:
         raise checkpoint.CheckpointError(f"{cfg.resume} has no training state; resume from the .last checkpoint")
     meta = ckpt["meta"]
-    if (meta["k"], meta["code"]) != (cfg.k, cfg.code) or meta["base_id"] != checkpoint.model_id(base_ckpt):
-        raise checkpoint.CheckpointError(f"{cfg.resume} was trained for another base model, k or code")
+    if (meta["k"], meta["code"], meta.get("parity_index", 0)) != (cfg.k, cfg.code, cfg.parity_index) or \
+            meta["base_id"] != checkpoint.model_id(base_ckpt):
+        raise checkpoint.CheckpointError(f"{cfg.resume} was trained for another base model, k, code or parity index")
     return ckpt

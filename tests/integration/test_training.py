@@ -3,14 +3,16 @@ written and pair with their base model, resuming continues, and the CLI exposes 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import pytest
 
+from coders import make_code
 from parity_models import checkpoint
 from parity_models.cli import register
 from parity_models.data import Dataset, load_dataset
-from parity_models.evaluate import evaluate
+from parity_models.evaluate import evaluate, evaluate_learned
 from parity_models.train import ParityConfig, last_path, train_parity
 from parity_models.train_base import BaseConfig, train_base
 
@@ -65,7 +67,7 @@ def test_resume_continues_from_last(base_path: Path, small: Dataset, tmp_path: P
     state = checkpoint.load(last_path(out))["train_state"]
     assert state["epoch"] == 3 and [h["epoch"] for h in state["history"]] == [1, 2, 3]
     cfg.k = 4
-    with pytest.raises(checkpoint.CheckpointError, match="another base model, k or code"):
+    with pytest.raises(checkpoint.CheckpointError, match="another base model, k, code or parity index"):
         train_parity(cfg, small)
 
 
@@ -92,3 +94,48 @@ def test_kl_loss_trains(base_path: Path, small: Dataset, tmp_path: Path) -> None
     train_parity(cfg, small)
     history = checkpoint.load(last_path(cfg.out))["train_state"]["history"]
     assert history[-1]["train_loss"] < history[0]["train_loss"]
+
+
+def test_second_parity_and_tiled_arch_train_and_evaluate_with_two_missing(base_path: Path, small: Dataset,
+                                                                          tmp_path: Path) -> None:
+    """r=2: a tiled model for row 0 and one for row 1 (weights t_i); evaluate_learned decodes 1 and 2 missing."""
+    paths = []
+    for index in (0, 1):
+        out = tmp_path / f"p{index}.pt"
+        best = train_parity(ParityConfig(str(base_path), 4, "concat", str(out), parity_index=index, arch="tiled",
+                                         epochs=2, batch_size=64, device="cpu", progress=False), small)
+        assert best["meta"]["parity_index"] == index and best["arch"] == "tiled"
+        assert best["arch_args"]["weights"] == pytest.approx(list(make_code("concat", 4, 2).coeffs[index]))
+        paths.append(out)
+    with pytest.raises(checkpoint.CheckpointError, match="another base model, k, code or parity index"):
+        train_parity(ParityConfig(str(base_path), 4, "concat", str(tmp_path / "x.pt"), parity_index=0, arch="tiled",
+                                  epochs=3, resume=str(last_path(paths[1])), device="cpu", progress=False), small)
+    rows = evaluate_learned(base_path, [paths[1], paths[0]], device="cpu", data=small)  # any order
+    assert [(r["r"], r["missing"], r["patterns"]) for r in rows] == [(2, 1, 4), (2, 2, 6)]
+    assert all(0.0 <= r["degraded_top1"] <= 100.0 for r in rows)
+    with pytest.raises(checkpoint.CheckpointError, match="parity_index 0..1 once each"):
+        evaluate_learned(base_path, [paths[0], paths[0]], device="cpu", data=small)
+
+
+def test_tiled_arch_needs_the_concat_code(base_path: Path, small: Dataset, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="tiled parity model reads the concat code"):
+        train_parity(ParityConfig(str(base_path), 2, "sum", str(tmp_path / "p.pt"), arch="tiled", epochs=1,
+                                  device="cpu", progress=False), small)
+
+
+def test_eval_cli_scores_berrut_and_refuses_incomplete_arguments(base_path: Path, capsys: pytest.CaptureFixture,
+                                                                tmp_path: Path) -> None:
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+    out = tmp_path / "berrut.json"
+    args = parser.parse_args(["eval", "--base", str(base_path), "--code", "berrut", "--k", "2", "--r", "2",
+                              "--device", "cpu", "--json", str(out)])
+    assert args.func(args) == 0
+    rows = json.loads(out.read_text())
+    assert [(r["code"], r["k"], r["r"], r["missing"]) for r in rows] == [("berrut", 2, 2, 1), ("berrut", 2, 2, 2)]
+    assert "degraded_top1" in capsys.readouterr().out
+    for argv, message in ((["eval", "--base", str(base_path)], "--parity is required"),
+                          (["eval", "--base", str(base_path), "--code", "berrut"], "needs --k")):
+        args = parser.parse_args(argv)
+        with pytest.raises(SystemExit, match=message):
+            args.func(args)

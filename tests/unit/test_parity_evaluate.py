@@ -42,3 +42,20 @@ def test_useless_parity_model_scores_low() -> None:
     torch.nn.init.zeros_(zero.fc.weight)
     metrics = degraded_metrics(base_out, parity_outputs(zero, code, x, groups), groups, labels_as_base, code)
     assert metrics["base_top1"] == 100.0 and metrics["recon_top1"] < 50.0
+
+
+def test_tiled_model_is_the_weighted_sum_of_its_tile_network_on_each_image() -> None:
+    """TiledMLP(concat(X)) == sum_i w_i g(downsampled X_i): the tiles it cuts are the code's tiles."""
+    from coders import ConcatCode
+    from parity_models.models import TiledMLP
+
+    torch.manual_seed(0)
+    for k, shape in ((2, (1, 28, 28)), (8, (1, 28, 28)), (4, (3, 32, 32))):
+        model = TiledMLP(list(shape), 10, k=k, weights=[1.0 + i for i in range(k)]).eval()
+        x = torch.rand(k, 5, *shape)  # (k, B, C, H, W)
+        tiled = ConcatCode(k).encode(x)[0]  # (B, C, H, W)
+        want = torch.zeros(5, 10)
+        for i, (t, b, l, r) in enumerate(model.tiles):
+            tile = torch.nn.functional.pad(tiled[:, :, t:b, l:r], (0, model.tw - (r - l), 0, model.th - (b - t)))
+            want += (1.0 + i) * model.g(tile)
+        assert torch.allclose(model(tiled), want, atol=1e-5)
