@@ -15,6 +15,7 @@ import os
 import re
 import signal
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from workers.auth import ENV
@@ -114,12 +115,15 @@ class LocalCluster:
                 await w.proc.wait()
 
 
-def cluster_specs(n_data: int, n_extra: int, mode: str, data_model: str, parity_model: str,
+def cluster_specs(n_data: int, n_extra: int, mode: str, data_model: str, parity_model: str | Sequence[str],
                   **opts: object) -> list[WorkerSpec]:
-    """N data workers plus N/k parity workers (coded) or N/k extra replicas (equal, hedged)."""
+    """N data workers plus N/k parity workers (coded) or N/k extra replicas (equal, hedged).
+    ``parity_model``: one model, or one per parity index l (parity worker i runs model i mod r)."""
     specs = [WorkerSpec("data", data_model, **opts) for _ in range(n_data)]  # type: ignore[arg-type]
     if mode == "coded":
-        specs += [WorkerSpec("parity", parity_model, **opts) for _ in range(n_extra)]  # type: ignore[arg-type]
+        models = [parity_model] if isinstance(parity_model, str) else list(parity_model)
+        specs += [WorkerSpec("parity", models[i % len(models)], **opts)  # type: ignore[arg-type]
+                  for i in range(n_extra)]
     elif mode in ("equal", "hedged"):
         specs += [WorkerSpec("parity", data_model, **opts) for _ in range(n_extra)]  # type: ignore[arg-type]
     return specs

@@ -15,6 +15,7 @@ from frontend.cluster import LocalCluster, cluster_specs
 from frontend.config import MODES, FrontendConfig, parse_address, parse_addresses
 from frontend.errors import ConfigError
 from frontend.handlers import SERVICE
+from frontend.up_models import default_parity_model, parity_models  # noqa: F401 (parm bench imports the first here)
 from workers.auth import AuthError, new_secret, read_secret
 
 
@@ -23,9 +24,12 @@ def add_frontend_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--model-name", default="parm", help="the model's name on the V2 API (/v2/models/NAME)")
     p.add_argument("--k", type=int, default=2, help="queries per coding group")
-    p.add_argument("--r", type=int, default=1, help="parity queries per group (r >= 2 needs a code that has them: berrut)")
+    p.add_argument("--r", type=int, default=1,
+                   help="parity queries per group: up to r stragglers per group are decoded (every code; sum and "
+                        "concat need r learned parity models, one per parity index)")
     p.add_argument("--code", default="concat",
-                   help="erasure code: concat (images) or sum (learned parity model), berrut (training-free, r=1 for now)")
+                   help="erasure code: concat (images) or sum (learned parity models), "
+                        "berrut (training-free: parity workers run the base model)")
     p.add_argument("--mode", default="coded", choices=list(MODES),
                    help="coded: parity workers; equal: extra replicas; hedged: extra replicas + hedged requests")
     p.add_argument("--hedge-delay-ms", type=float, default=None,
@@ -83,7 +87,9 @@ def register(subparsers: Any) -> None:
     add_frontend_arguments(up)
     up.add_argument("--model", default="builtin:linear", help="base model: checkpoint or builtin:NAME")
     up.add_argument("--parity-model", default=None,
-                    help="parity model checkpoint (default for builtin:linear: its exact sum-code parity model)")
+                    help="parity model checkpoints, comma-separated, one per parity index 0..r-1 in that order "
+                         "(parity worker i runs model i mod r); a builtin:NAME:key=value,... spec keeps its own "
+                         "parameters (default for builtin:linear: its exact sum-code parity models)")
     up.add_argument("--workers", type=int, default=2, help="number of data workers N (parity/extra: N/k)")
     up.add_argument("--max-batch", type=int, default=32)
     up.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
@@ -125,17 +131,6 @@ async def serve_until_signal(app: web.Application, cfg: FrontendConfig, drain_ti
         await runner.cleanup()
 
 
-def default_parity_model(model: str, k: int, code: str) -> str:
-    if code == "berrut":  # training-free: parity workers run the base model on interpolated queries
-        return model
-    if model.startswith(("builtin:linear", "builtin:sleep")):
-        if code != "sum":
-            raise ConfigError("the built-in linear model's exact parity model needs --code sum")
-        sep = "," if ":" in model[len("builtin:"):] else ":"
-        return f"{model}{sep}parity_k={k}"
-    raise ConfigError("--parity-model is required for a checkpoint base model (train one with parm train-parity)")
-
-
 def parse_faults(items: list[str], n: int) -> dict[int, str]:
     faults: dict[int, str] = {}
     for item in items:
@@ -154,13 +149,14 @@ def run_up(args: argparse.Namespace) -> int:
 
 
 async def _up(args: argparse.Namespace) -> int:
+    if args.r < 1:  # checked here too: the number of workers to start depends on it
+        raise ConfigError(f"r must be >= 1, got {args.r}")
     n_extra = max(args.r, args.r * args.workers // args.k) if args.mode != "none" else 0
-    parity_model = args.parity_model or (default_parity_model(args.model, args.k, args.code)
-                                         if args.mode == "coded" else args.model)
-    if args.mode == "coded" and args.code != "berrut" and not args.model.startswith("builtin:"):
-        _check_pair(args.model, parity_model, args.k, args.code)
+    # parity worker i runs parity model i mod r, and there are at least r of them: one per index
+    extra_models = (parity_models(args.model, args.parity_model, args.k, args.r, args.code)
+                    if args.mode == "coded" else [args.model])
     faults = parse_faults(args.fault, args.workers)
-    specs = cluster_specs(args.workers, n_extra, args.mode, args.model, parity_model,
+    specs = cluster_specs(args.workers, n_extra, args.mode, args.model, extra_models,
                           max_batch=args.max_batch, device=args.device)
     for index, spec in faults.items():
         specs[index].fault = spec
@@ -170,23 +166,13 @@ async def _up(args: argparse.Namespace) -> int:
     await cluster.start()
     try:
         cfg = config_from_args(args, cluster.addresses("data"), cluster.addresses("parity"), worker_secret=secret)
-        banner = (f"parm up: frontend on http://{cfg.host}:{cfg.port} ({cfg.mode}, k={cfg.k}); "
+        banner = (f"parm up: frontend on http://{cfg.host}:{cfg.port} ({cfg.mode}, k={cfg.k}, r={cfg.r}); "
                   f"data workers {_fmt(cluster.addresses('data'))}; "
                   f"{'parity' if cfg.mode == 'coded' else 'extra'} workers {_fmt(cluster.addresses('parity'))}")
         await serve_until_signal(create_app(cfg, args.drain_timeout_s), cfg, args.drain_timeout_s, banner)
     finally:
         await cluster.stop()
     return 0
-
-
-def _check_pair(base: str, parity: str, k: int, code: str) -> None:
-    """Refuse, before starting anything, a parity model trained for another base model, k or code."""
-    from parity_models import checkpoint  # torch only for checkpoint deployments
-
-    try:
-        checkpoint.check_pair(checkpoint.load(base), checkpoint.load(parity), k, code)
-    except checkpoint.CheckpointError as exc:
-        raise ConfigError(str(exc)) from exc
 
 
 def _fmt(addresses: Any) -> str:

@@ -47,7 +47,7 @@ class FrontendConfig:
     data: tuple[Address, ...]
     parity: tuple[Address, ...] = ()
     k: int = 2
-    r: int = 1                      # parity queries per group (r >= 2: codes that support it, e.g. berrut)
+    r: int = 1                      # parity queries per group: up to r missing outputs decoded
     code: str = "concat"
     mode: str = "coded"
     model_name: str = "parm"        # the model's name on the V2 API (/v2/models/{name})
@@ -78,6 +78,8 @@ class FrontendConfig:
             raise ConfigError("at least one data worker is required (--data HOST:PORT,...)")
         if self.k < 1:
             raise ConfigError(f"k must be >= 1, got {self.k}")
+        if self.r < 1:
+            raise ConfigError(f"r must be >= 1, got {self.r}")
         if self.mode == "coded":
             if self.k < 2:
                 raise ConfigError("coded mode needs k >= 2 (k=1 is plain replication: use --mode equal)")

@@ -164,10 +164,11 @@ class GroupRun:
             self._spawn(self._run_parity(self.code.k + i, parities[i]))
 
     async def _run_parity(self, slot: int, query: np.ndarray) -> None:
-        """query (1, *S) -> the parity output of ``slot``; r parity queries avoid sharing a worker."""
-        assert self.group is not None
-        worker = self.pool.pick(self.pool.parity, avoid=self.used_parity)
-        if worker is None:
+        """query (1, *S) -> the parity output of ``slot``, from a worker whose model serves that parity
+        index (learned parity model l serves only slot k+l); r parity queries avoid sharing a worker."""
+        assert self.group is not None and self.code is not None
+        worker = self.pool.pick(self.pool.parity_for(slot - self.code.k), avoid=self.used_parity)
+        if worker is None:  # none healthy for this index: decode with the parities that do arrive
             self.group.parity_failed(slot)
             return
         self.used_parity.add(worker)

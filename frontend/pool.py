@@ -3,6 +3,7 @@
 Choice is least-loaded (fewest requests in flight) among healthy workers, ties broken
 round-robin, and a group's data queries avoid workers already holding another query of the same
 group, so one slow worker rarely costs a group two outputs (which one parity cannot rebuild).
+With r >= 2 learned parity models, parity slot k+l goes only to workers running parity model l.
 """
 from __future__ import annotations
 
@@ -58,6 +59,11 @@ class WorkerPool:
         rotated = fresh[start:] + fresh[:start]
         return min(rotated, key=lambda w: w.in_flight)
 
+    def parity_for(self, index: int) -> list[WorkerClient]:
+        """The parity workers that may serve parity ``index`` (slot k + index): a learned parity
+        model serves only the index it was trained for; a base model (Berrut) serves any."""
+        return [w for w in self.parity if parity_index(w.info) in (None, index)]
+
     def input_shape(self) -> tuple[int, ...] | None:
         """The data model's per-query input shape, once a healthy data worker has reported it."""
         for w in self.data:
@@ -100,6 +106,10 @@ class WorkerPool:
         for key, want in expected.items():
             if key in meta and meta[key] != want:
                 return f"parity model was trained for {key}={meta[key]!r}, this deployment has {want!r}"
+        index = parity_index(info)
+        if index is not None and not 0 <= index < self.cfg.r:
+            return (f"parity model was trained for parity_index={meta.get('parity_index')!r}, this deployment has "
+                    f"r={self.cfg.r} (parity indices 0..{self.cfg.r - 1})")
         return None
 
     def summary(self) -> dict[str, Any]:
@@ -107,4 +117,16 @@ class WorkerPool:
             return {"address": f"{w.host}:{w.port}", "connected": w.connected, "healthy": w.healthy,
                     "in_flight": w.in_flight, "refused": w.refused, "model": w.info.get("name"),
                     "auth_error": getattr(w, "auth_error", None)}
-        return {"data": [one(w) for w in self.data], "parity": [one(w) for w in self.parity]}
+        # a parity worker's index: the one parity slot it serves, or None for any (a base model)
+        parity = [one(w) | {"parity_index": parity_index(w.info)} for w in self.parity]
+        return {"data": [one(w) for w in self.data], "parity": parity}
+
+
+def parity_index(info: dict[str, Any]) -> int | None:
+    """The parity index a worker's model was trained for (checkpoints before r >= 2 carry none: 0),
+    or None when it is not a learned parity model and so can serve any parity slot."""
+    if info.get("kind") != "parity":
+        return None
+    meta = info.get("meta")
+    index = meta.get("parity_index", 0) if isinstance(meta, dict) else 0
+    return index if isinstance(index, int) and not isinstance(index, bool) else -1  # malformed: no slot, refused

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from coders.base import coefficient_rows
 from parity_models import checkpoint
 from parity_models.models import Linear
 from workers.specs import parse_named
@@ -29,8 +30,8 @@ LINEAR_INPUT_SHAPE = (1, 28, 28)  # MNIST-sized, like ParM's smallest experiment
 LINEAR_CLASSES = 10
 # Keys each builtin accepts; "sleep" is "linear" with a mandatory-looking alias for the service time.
 BUILTIN_KEYS: dict[str, frozenset[str]] = {
-    "linear": frozenset({"seed", "parity_k", "sleep_ms", "jitter_ms"}),
-    "sleep": frozenset({"seed", "parity_k", "ms", "sleep_ms", "jitter_ms"}),
+    "linear": frozenset({"seed", "parity_k", "parity_index", "sleep_ms", "jitter_ms"}),
+    "sleep": frozenset({"seed", "parity_k", "parity_index", "ms", "sleep_ms", "jitter_ms"}),
 }
 
 
@@ -130,14 +131,21 @@ def _number(params: dict[str, str], key: str, default: float, kind: type = float
     return value
 
 
-def _build_linear(seed: int, parity_k: int) -> nn.Module:
+def _build_linear(seed: int, bias_scale: float) -> nn.Module:
     """Same seed -> same weights in every process; fork_rng keeps the global RNG untouched."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return Linear(LINEAR_INPUT_SHAPE, LINEAR_CLASSES, bias_scale=parity_k).eval()
+        return Linear(LINEAR_INPUT_SHAPE, LINEAR_CLASSES, bias_scale=bias_scale).eval()
 
 
-def _builtin_id(seed: int, bias_scale: int) -> str:
+def linear_bias_scale(parity_k: int, parity_index: int) -> float:
+    """The exact sum-code parity model l of F(x) = Wx + b is W(sum_i C[l,i] x_i) + (sum_i C[l,i]) b,
+    C = coefficient_rows: the same weights with the bias scaled by row l's sum (k for l = 0). For
+    k >= 2 the rows' sums differ, so every index has its own model id."""
+    return float(coefficient_rows(parity_k, parity_index + 1)[parity_index].sum())
+
+
+def _builtin_id(seed: int, bias_scale: float) -> str:
     model = _build_linear(seed, bias_scale)
     args = {"input_shape": list(LINEAR_INPUT_SHAPE), "num_classes": LINEAR_CLASSES, "bias_scale": float(bias_scale)}
     return checkpoint.model_id(checkpoint.make_checkpoint(
@@ -149,14 +157,18 @@ def _load_builtin(spec: str, device: str) -> LoadedModel:
     name, params = parse_builtin(spec)
     seed = _number(params, "seed", 0, int)
     parity_k = _number(params, "parity_k", 0, int, minimum=1)  # 0 = not a parity model
+    parity_index = _number(params, "parity_index", 0, int)
+    if "parity_index" in params and not parity_k:
+        raise ValueError(f"builtin parameter parity_index needs parity_k in {spec!r}")
+    scale = linear_bias_scale(parity_k, parity_index) if parity_k else 1.0
     sleep_ms = _number(params, "ms", _number(params, "sleep_ms", 5.0 if name == "sleep" else 0.0))
     jitter_ms = _number(params, "jitter_ms", 0.0)
-    module = _build_linear(seed, parity_k or 1).to(device)
+    module = _build_linear(seed, scale).to(device)
     meta: dict[str, Any] = {"seed": seed, "sleep_ms": sleep_ms, "jitter_ms": jitter_ms}
     if parity_k:
-        # Sum-code parity of the linear model: W(x1+..+xk) + k*b = F(x1)+..+F(xk).
-        meta.update(k=parity_k, code="sum", base_id=_builtin_id(seed, 1))
-    info = {"name": spec, "kind": "parity" if parity_k else "base", "model_id": _builtin_id(seed, parity_k or 1),
+        # Sum-code parity l of the linear model: W(sum_i C[l,i] x_i) + scale*b = sum_i C[l,i] F(x_i).
+        meta.update(k=parity_k, code="sum", parity_index=parity_index, base_id=_builtin_id(seed, 1))
+    info = {"name": spec, "kind": "parity" if parity_k else "base", "model_id": _builtin_id(seed, scale),
             "input_shape": list(LINEAR_INPUT_SHAPE), "num_classes": LINEAR_CLASSES, "meta": meta}
     rng = random.Random(seed)
     def service_time() -> float:  # seconds; uniform jitter in [0, jitter_ms] on top of sleep_ms

@@ -278,6 +278,7 @@ async def test_serves_a_checkpoint(tmp_path: Path) -> None:
 @pytest.mark.parametrize("spec,match", [
     ("builtin:resnet", "builtin:linear"), ("builtin:linear:ms=5", "sleep_ms"), ("builtin:sleep:ms=-1", ">="),
     ("builtin:linear:parity_k=0", ">="), ("builtin:linear:seed=x", "int"), ("/nonexistent.pt", "does not exist"),
+    ("builtin:linear:parity_index=1", "needs parity_k"), ("builtin:linear:parity_k=2,parity_index=-1", ">="),
 ])
 def test_bad_model_specs(spec: str, match: str) -> None:
     with pytest.raises(ValueError, match=match):

@@ -4,9 +4,11 @@ from __future__ import annotations
 import pytest
 
 from frontend.cli import main
+from frontend.cluster import cluster_specs
 from frontend.commands import default_parity_model, parse_faults
 from frontend.config import FrontendConfig, parse_address
 from frontend.errors import ConfigError
+from frontend.up_models import parity_models, split_models
 from parity_models import checkpoint
 from parity_models.models import Linear
 
@@ -51,9 +53,52 @@ def test_flag_parsing_errors_are_actionable() -> None:
     ({"deadline_ms": 10**6}, "exceeds max_deadline_ms"),
     ({"mode": "hedged", "parity": ()}, "two replicas"),
     ({"decode_grace_ms": -1}, "decode_grace_ms"),
-    ({"code": "sum", "r": 2}, "r=1 only"),
+    ({"r": 0}, "r must be >= 1"),
 ])
 def test_config_rejects_bad_settings(kwargs, message) -> None:
     base = {"data": (("127.0.0.1", 1),), "parity": (("127.0.0.1", 2),), "mode": "coded"}
     with pytest.raises(ConfigError, match=message):
         FrontendConfig(**(base | kwargs))
+
+
+@pytest.mark.parametrize("code", ["sum", "concat", "berrut"])
+def test_every_code_accepts_r2(code) -> None:
+    cfg = FrontendConfig(data=(("127.0.0.1", 1),), parity=(("127.0.0.1", 2),), mode="coded", code=code, k=4, r=2)
+    assert cfg.r == 2
+
+
+def test_parity_model_lists_split_checkpoints_but_keep_a_builtin_spec_whole() -> None:
+    assert split_models("a.pt, b.pt") == ["a.pt", "b.pt"]
+    assert split_models("builtin:linear:parity_k=4,seed=1,builtin:linear:parity_k=4,parity_index=1,c.pt") == [
+        "builtin:linear:parity_k=4,seed=1", "builtin:linear:parity_k=4,parity_index=1", "c.pt"]
+    assert split_models("runs/a=1/p0.pt,runs/a=1/p1.pt") == ["runs/a=1/p0.pt", "runs/a=1/p1.pt"]
+
+
+def test_parm_up_defaults_to_one_builtin_parity_model_per_index_and_round_robins_them() -> None:
+    models = parity_models("builtin:linear", None, 4, 2, "sum")
+    assert models == ["builtin:linear:parity_k=4", "builtin:linear:parity_k=4,parity_index=1"]
+    assert parity_models("builtin:linear", None, 4, 3, "berrut") == ["builtin:linear"]  # any index
+    specs = cluster_specs(4, 3, "coded", "builtin:linear", models)
+    assert [s.model for s in specs if s.role == "parity"] == [models[0], models[1], models[0]]
+
+
+def test_parm_up_refuses_parity_models_out_of_index_order_or_too_few() -> None:
+    swapped = "builtin:linear:parity_k=4,parity_index=1,builtin:linear:parity_k=4"
+    with pytest.raises(ConfigError, match="parity_index=1, but it is listed at position 0"):
+        parity_models("builtin:linear", swapped, 4, 2, "sum")
+    with pytest.raises(ConfigError, match="lists 1 parity model.*--r 2 needs 2"):
+        parity_models("builtin:linear", "builtin:linear:parity_k=4", 4, 2, "sum")
+
+
+def test_parm_up_checks_every_parity_checkpoint_and_its_index(tmp_path) -> None:
+    base = save_linear(tmp_path / "base.pt", "base", {})
+    base_id = checkpoint.model_id(checkpoint.load(base))
+    meta = {"k": 2, "code": "sum", "base_id": base_id}
+    p0 = save_linear(tmp_path / "p0.pt", "parity", meta)  # no parity_index: an r=1 checkpoint, index 0
+    p1 = save_linear(tmp_path / "p1.pt", "parity", meta | {"parity_index": 1})
+    other = save_linear(tmp_path / "other.pt", "parity", meta | {"parity_index": 1, "base_id": "0123456789abcdef"})
+    assert parity_models(base, f"{p0},{p1}", 2, 2, "sum") == [p0, p1]
+    with pytest.raises(SystemExit, match="p1.pt is the parity model of parity_index=1, but it is listed at position 0"):
+        main(["up", "--model", base, "--parity-model", f"{p1},{p0}", "--k", "2", "--r", "2", "--code", "sum"])
+    with pytest.raises(SystemExit, match="trained for base model 0123456789abcdef"):
+        main(["up", "--model", base, "--parity-model", f"{p0},{other}", "--k", "2", "--r", "2", "--code", "sum"])

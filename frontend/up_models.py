@@ -1,0 +1,92 @@
+"""Which model each parity worker of ``parm up`` runs: the ``--parity-model`` list (one learned
+parity model per parity index 0..r-1) or the defaults, checked against the base model before
+anything starts."""
+from __future__ import annotations
+
+import re
+
+from frontend.errors import ConfigError
+
+BUILTIN = "builtin:"
+# A builtin spec's own parameters (``key=value``) follow commas too: such a piece after a builtin
+# spec continues it, anything else starts the next model of the list.
+BUILTIN_PARAM = re.compile(r"^[A-Za-z_]\w*=[^/]*$")
+
+
+def split_models(text: str) -> list[str]:
+    """``--parity-model`` text -> its models: comma-separated checkpoint paths and builtin specs,
+    where a builtin's ``key=value`` parameters stay with it: "a.pt,b.pt" -> 2 models, and
+    "builtin:linear:parity_k=4,builtin:linear:parity_k=4,parity_index=1" -> 2 models."""
+    models: list[str] = []
+    for piece in (p.strip() for p in text.split(",")):
+        if not piece:
+            continue
+        if models and models[-1].startswith(BUILTIN) and BUILTIN_PARAM.match(piece):
+            models[-1] += "," + piece
+        else:
+            models.append(piece)
+    return models
+
+
+def default_parity_model(model: str, k: int, code: str, index: int = 0) -> str:
+    """The parity model of parity ``index`` when none is given: the base model itself for berrut,
+    the exact sum-code parity model for the built-in linear model; ConfigError otherwise."""
+    if code == "berrut":  # training-free: parity workers run the base model on interpolated queries
+        return model
+    if model.startswith(("builtin:linear", "builtin:sleep")):
+        if code != "sum":
+            raise ConfigError("the built-in linear model's exact parity model needs --code sum")
+        sep = "," if ":" in model[len(BUILTIN):] else ":"
+        return f"{model}{sep}parity_k={k}" + (f",parity_index={index}" if index else "")
+    raise ConfigError("--parity-model is required for a checkpoint base model (train one with parm train-parity)")
+
+
+def parity_models(model: str, given: str | None, k: int, r: int, code: str) -> list[str]:
+    """The coded deployment's parity models, model l for parity index l (parity worker i runs
+    model i mod r); berrut's parity workers run the base model, which serves any index."""
+    if not given:
+        return [default_parity_model(model, k, code)] if code == "berrut" else \
+            [default_parity_model(model, k, code, index) for index in range(r)]
+    models = split_models(given)
+    if code == "berrut":
+        return models
+    if len(models) != r:
+        raise ConfigError(f"--parity-model lists {len(models)} parity model(s) ({', '.join(models)}); --r {r} "
+                          f"needs {r}, one per parity index 0..{r - 1} in that order, comma-separated")
+    for index, spec in enumerate(models):
+        trained = _checked_index(model, spec, k, code)
+        if trained is not None and trained != index:
+            raise ConfigError(f"--parity-model: {spec} is the parity model of parity_index={trained}, but it is "
+                              f"listed at position {index}; list the {r} parity models in index order 0..{r - 1}")
+    return models
+
+
+def _checked_index(base: str, spec: str, k: int, code: str) -> int | None:
+    """The parity index ``spec`` was trained for (None: not a learned parity model), after
+    refusing a checkpoint trained for another base model, k or code."""
+    if spec.startswith(BUILTIN):
+        from workers.model import parse_builtin  # torch only once a builtin is named
+
+        try:
+            _, params = parse_builtin(spec)
+            return int(params.get("parity_index", 0)) if "parity_k" in params else None
+        except ValueError as exc:
+            raise ConfigError(f"--parity-model {spec}: {exc}") from exc
+    from parity_models import checkpoint  # torch only for checkpoint deployments
+
+    try:
+        parity = checkpoint.load(spec)
+        if not base.startswith(BUILTIN):
+            checkpoint.check_pair(checkpoint.load(base), parity, k, code)
+    except checkpoint.CheckpointError as exc:
+        raise ConfigError(str(exc)) from exc
+    if parity.get("kind") != "parity":
+        return None
+    return _meta_index(spec, parity.get("meta") or {})
+
+
+def _meta_index(spec: str, meta: dict[str, object]) -> int:
+    index = meta.get("parity_index", 0)  # absent: a checkpoint from before r >= 2, index 0
+    if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+        raise ConfigError(f"--parity-model {spec}: meta parity_index={index!r} is not an index 0, 1, ...")
+    return index

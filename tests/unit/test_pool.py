@@ -1,0 +1,71 @@
+"""Parity routing with r >= 2 learned parity models: parity model l serves only parity slot k+l, a
+base model (Berrut) serves any, and a parity model of an index the deployment lacks is refused."""
+from __future__ import annotations
+
+from typing import Any
+
+from frontend.config import FrontendConfig
+from frontend.pool import WorkerPool, parity_index
+from frontend.worker_client import WorkerClient
+
+BASE_INFO = {"kind": "base", "model_id": "base0", "input_shape": [1, 28, 28], "meta": {}}
+
+
+def parity_info(meta: dict[str, Any]) -> dict[str, Any]:
+    return {"kind": "parity", "model_id": "p", "input_shape": [1, 28, 28],
+            "meta": {"k": 4, "code": "sum", "base_id": "base0"} | meta}
+
+
+def pool_with(parity_infos: list[dict[str, Any]], r: int = 2) -> WorkerPool:
+    """A pool whose workers look connected and probed, with these infos (nothing is started)."""
+    n = len(parity_infos)
+    cfg = FrontendConfig(data=tuple(("127.0.0.1", 1000 + i) for i in range(4)),
+                         parity=tuple(("127.0.0.1", 2000 + i) for i in range(n)), k=4, r=r, code="sum")
+    pool = WorkerPool(cfg)
+    for w, info in zip(pool.all, [BASE_INFO] * 4 + parity_infos):
+        healthy(w, info)
+    return pool
+
+
+def healthy(w: WorkerClient, info: dict[str, Any]) -> None:
+    w.info = info
+    w.probe_ok = True
+    w._connected.set()
+
+
+def test_learned_parity_models_serve_only_their_index_and_base_models_serve_any() -> None:
+    old, one, base = parity_info({}), parity_info({"parity_index": 1}), dict(BASE_INFO)
+    pool = pool_with([old, one, base])
+    p_old, p_one, p_base = pool.parity
+    assert pool.parity_for(0) == [p_old, p_base]  # no parity_index: a checkpoint from before r >= 2, index 0
+    assert pool.parity_for(1) == [p_one, p_base]
+    assert [parity_index(w.info) for w in pool.parity] == [0, 1, None]
+    assert [p["parity_index"] for p in pool.summary()["parity"]] == [0, 1, None]
+
+
+def test_pick_for_an_index_keeps_avoiding_used_workers_and_fails_when_none_is_healthy() -> None:
+    pool = pool_with([parity_info({"parity_index": 1}), dict(BASE_INFO), dict(BASE_INFO)])
+    p_one, base_a, base_b = pool.parity
+    assert pool.pick(pool.parity_for(0), avoid={base_a}) is base_b
+    assert pool.pick(pool.parity_for(1), avoid={base_a, base_b}) is p_one
+    for w in (base_a, base_b):
+        w.probe_ok = False
+    assert pool.pick(pool.parity_for(0)) is None  # slot k+0 fails; slot k+1 is still served
+    assert pool.pick(pool.parity_for(1)) is p_one
+
+
+def test_a_parity_model_for_an_index_beyond_r_is_refused_with_the_reason() -> None:
+    pool = pool_with([parity_info({"parity_index": 0}), parity_info({"parity_index": 2}),
+                      parity_info({"parity_index": "one"})], r=2)
+    pool.check_agreement()
+    ok, beyond, malformed = pool.parity
+    assert ok.refused is None and ok.healthy
+    assert beyond.refused is not None and "parity_index=2" in beyond.refused and "r=2" in beyond.refused
+    assert malformed.refused is not None and "parity_index='one'" in malformed.refused
+    assert not beyond.healthy and pool.parity_for(1) == []  # refused, and no other worker has index 1
+
+
+def test_the_same_parity_model_is_accepted_where_r_covers_its_index() -> None:
+    pool = pool_with([parity_info({"parity_index": 2})], r=3)
+    pool.check_agreement()
+    assert pool.parity[0].refused is None and pool.parity_for(2) == pool.parity
