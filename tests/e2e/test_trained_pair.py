@@ -75,3 +75,51 @@ async def test_served_degraded_answers_equal_the_offline_decode(trained_pair) ->
     # and it agrees with `parm eval`'s degraded accuracy over the whole test set, within sampling error
     a_d = evaluate(base_path, parity_path, device="cpu", data=data)["degraded_top1"] / 100
     assert abs(served_acc - a_d) <= 3 * (a_d * (1 - a_d) / N_GROUPS) ** 0.5 + 0.01, (served_acc, a_d)
+
+
+@pytest.fixture(scope="module")
+def trained_r2(trained_pair, tmp_path_factory) -> tuple[str, list[str]]:
+    """Two tiled parity models (parity_index 0 and 1) for the same base model: r=2 learned code."""
+    base = trained_pair[0]
+    folder = tmp_path_factory.mktemp("r2")
+    parities = [str(folder / f"p{i}.pt") for i in (0, 1)]
+    for i, out in enumerate(parities):
+        train_parity(ParityConfig(base, 2, "concat", out, parity_index=i, arch="tiled", epochs=1, device="cpu",
+                                  progress=False))
+    return base, parities
+
+
+async def test_two_stalled_workers_are_rebuilt_from_two_learned_parities(trained_r2) -> None:
+    """k=2, r=2 with both data workers stalled: every answer is solved from the two parity models'
+    outputs, exactly as coders' decode does offline with the same checkpoints."""
+    base_path, parity_paths = trained_r2
+    n_groups = 20
+    x = load_dataset("mnist").test_x[:2 * n_groups]  # (40, 1, 28, 28)
+    # parity models listed in reverse: the frontend must route by each worker's parity_index
+    cluster = LocalCluster(cluster_specs(2, 2, "coded", base_path, parity_paths[::-1]))
+    await cluster.start()
+    try:
+        cfg = FrontendConfig(data=cluster.addresses("data"), parity=cluster.addresses("parity"), k=2, r=2,
+                             code="concat", deadline_ms=5000, health_interval_s=60.0)
+        async with frontend(cfg) as c:
+            for address in cluster.addresses("data"):
+                await set_fault(address, "stall")
+            outputs = []
+            for g in range(n_groups):
+                resp = await c.post("/predict", json={"inputs": x[2 * g:2 * g + 2].numpy().tolist()})
+                body = await resp.json()
+                assert resp.status == 200, body
+                assert body["degraded"] == [True, True]
+                outputs += body["outputs"]
+            for address in cluster.addresses("data"):
+                await set_fault(address, "none")
+    finally:
+        await cluster.stop()
+    code = make_code("concat", 2, 2)
+    with torch.no_grad():
+        pairs = x.view(n_groups, 2, 1, 28, 28).transpose(0, 1)  # (k=2, G, 1, 28, 28)
+        parity_out = [checkpoint.build_model(checkpoint.load(p))(code.encode(pairs)[i])
+                      for i, p in enumerate(parity_paths)]  # r x (G, 10)
+    decoded = code.decode({2: parity_out[0], 3: parity_out[1]})  # both data outputs missing
+    expected = torch.stack([decoded[0], decoded[1]], 1).reshape(2 * n_groups, 10)
+    torch.testing.assert_close(torch.tensor(outputs), expected, rtol=1e-4, atol=1e-4)
