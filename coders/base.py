@@ -71,8 +71,8 @@ def coefficient_rows(k: int, r: int) -> np.ndarray:
 class LinearCode(Code):
     """Codes whose parity model l learns a weighted sum of the k outputs, sum_i C[l, i] F(X_i)
     (C = coefficient_rows). With r=1 that is ParM's sum, decoded by subtraction:
-    F(X_i) ~= F_P(P) - sum_{j != i} F(X_j); with r parities, up to r missing outputs are the
-    least-squares solution of the linear system the arrived parity outputs give."""
+    F(X_i) ~= F_P(P) - sum_{j != i} F(X_j); with r parities, s <= r missing outputs are the
+    solution of the s x s linear system of the s lowest-index parity outputs that arrived."""
 
     def __init__(self, k: int, r: int = 1) -> None:
         super().__init__(k, r)
@@ -91,12 +91,16 @@ class LinearCode(Code):
         if len(missing) > len(parities):
             raise CodingError(f"cannot decode: missing data slots {missing} with {len(parities)} of {self.r} parity "
                               f"outputs in (one parity output per missing slot is needed)")
+        # Solve with the lowest-index parities only, as many as are missing: a least-squares blend of
+        # all of them was measured worse (concat k=8, one missing: 85.6% vs 86.6% with parity 0 alone),
+        # as the parity models' errors are not alike; row 0 (the plain sum) is learned best.
+        parities = parities[:len(missing)]
         known = [i for i in range(self.k) if i in available]
         # Parity l minus the arrived outputs' share: rhs_l = sum_{i missing} C[l, i] F(X_i)
         rhs = stack([available[self.k + lrow] - combine(self.coeffs[lrow:lrow + 1, known],
                                                         stack([available[i] for i in known]))[0]
                      if known else available[self.k + lrow] for lrow in parities])  # (p, B, C)
-        solve = np.linalg.pinv(self.coeffs[np.ix_(parities, missing)])  # (m, p): exact when p == m
+        solve = np.linalg.inv(self.coeffs[np.ix_(parities, missing)])  # (m, m); Vandermonde: invertible
         decoded = combine(solve, rhs)  # (m, B, C)
         return {m: decoded[i] for i, m in enumerate(missing)}
 

@@ -156,3 +156,17 @@ def test_r_parities_refuse_more_missing_than_parities_in() -> None:
     with pytest.raises(CodingError, match="1 of 2 parity"):
         code.decode({0: out, 1: out, 4: out})
     assert set(code.decode({0: out, 1: out, 4: out, 5: out})) == {2, 3}
+
+
+def test_one_missing_with_two_parities_in_uses_parity_zero() -> None:
+    """The lowest-index parity decodes alone (it is learned best); parity 1 only when parity 0 is out."""
+    code = ConcatCode(3, r=2)
+    rng = np.random.default_rng(0)
+    outs = {j: rng.random((2, 10), dtype=np.float32) for j in range(5)}  # parity outputs not consistent
+    del outs[1]
+    want0 = outs[3] - outs[0] - outs[2]
+    np.testing.assert_allclose(code.decode(outs)[1], want0, rtol=1e-5)
+    del outs[3]
+    row = code.coeffs[1]
+    want1 = (outs[4] - row[0] * outs[0] - row[2] * outs[2]) / row[1]
+    np.testing.assert_allclose(code.decode(outs)[1], want1, rtol=1e-5)
