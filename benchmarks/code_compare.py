@@ -2,7 +2,7 @@
 sets of MNIST and Fashion-MNIST for k in {2, 4, 8, 12}, r in {1, 2}, with 1..r data outputs missing.
 Writes benchmarks/results/code_compare.json and prints a table.
 
-    .venv/bin/python benchmarks/code_compare.py [--mnist BASE.pt] [--fashion BASE.pt] [--epochs 20]
+    .venv/bin/python benchmarks/code_compare.py [--mnist BASE.pt] [--fashion BASE.pt] [--epochs 40]
 
 Learned: concat code, the ``tiled`` parity model, KL loss, a fixed number of epochs (accuracy does not
 depend on how busy the machine is); parity model 0 serves r=1, models 0 and 1 serve r=2. Parity
@@ -86,7 +86,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--mnist", default=None, help="MNIST base checkpoint (default: trained into runs/bench/)")
     p.add_argument("--fashion", default=None, help="Fashion-MNIST base checkpoint")
-    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--ks", default=",".join(map(str, KS)))
     args = p.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
