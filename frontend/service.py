@@ -86,7 +86,7 @@ class Service:
     def readiness(self) -> dict[str, Any]:
         parity_ok = any(w.healthy for w in self.pool.parity)
         return {"ready": self.ready(), "mode": self.cfg.mode, "k": self.cfg.k,
-                "code": self.cfg.code if self.cfg.coded else None,
+                "r": self.cfg.r if self.cfg.coded else None, "code": self.cfg.code if self.cfg.coded else None,
                 "coded": self.cfg.coded and parity_ok,
                 "healthy_data_workers": sum(w.healthy for w in self.pool.data),
                 "healthy_parity_workers": sum(w.healthy for w in self.pool.parity),
