@@ -82,13 +82,45 @@ def approxifer(base: str, data: Dataset, k: int, r: int) -> dict[str, float]:
             "degraded_top1": 100.0 * float(np.mean(accs))}
 
 
+@torch.no_grad()
+def model_cost(base: str, data: Dataset, ks: list[int], repeats: int = 300) -> list[dict]:
+    """Median CPU forward time (one thread, batch 1) and multiply-accumulates per query of the base
+    model and of the cached row-0 tiled parity models: what a parity worker pays per group."""
+    torch.set_num_threads(1)
+    x = data.test_x[:1]
+    rows = []
+    for k, path in [(None, Path(base))] + [(k, CACHE / f"{data.name}-k{k}-p0.pt") for k in ks]:
+        if not path.is_file():
+            continue
+        model = checkpoint.build_model(checkpoint.load(path), torch.device("cpu"))
+        macs = sum(m.in_features * m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear))
+        if k is not None:  # the tile MLP runs once per tile
+            macs *= k
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            model(x)
+            times.append(time.perf_counter() - t0)
+        rows.append({"dataset": data.name, "model": "base" if k is None else f"tiled k={k}", "macs": macs,
+                     "median_us": round(1e6 * float(np.median(times)), 1)})
+    return rows
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--mnist", default=None, help="MNIST base checkpoint (default: trained into runs/bench/)")
     p.add_argument("--fashion", default=None, help="Fashion-MNIST base checkpoint")
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--ks", default=",".join(map(str, KS)))
+    p.add_argument("--cost", action="store_true", help="only time the cached models (code_compare_cost.json)")
     args = p.parse_args()
+    if args.cost:
+        cost = [row for name, path in (("mnist", args.mnist), ("fashion-mnist", args.fashion))
+                for row in model_cost(base_for(name, path), load_dataset(name), list(map(int, args.ks.split(","))))]
+        for row in cost:
+            print(f"{row['dataset']:14} {row['model']:12} {row['macs']:>9,} MACs {row['median_us']:8.1f} us")
+        (ROOT / "benchmarks" / "results" / "code_compare_cost.json").write_text(json.dumps(cost, indent=1) + "\n")
+        return 0
     torch.set_num_threads(os.cpu_count() or 1)
     rows: list[dict] = []
     for name, path in (("mnist", args.mnist), ("fashion-mnist", args.fashion)):
