@@ -23,17 +23,17 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: idle OpenMP
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from coders.berrut import berrut_weights, chebyshev_nodes  # noqa: E402
-from parity_models import checkpoint  # noqa: E402
-from parity_models.data import Dataset, load_dataset  # noqa: E402
-from parity_models.device import predict  # noqa: E402
-from parity_models.evaluate import evaluate_learned, make_groups  # noqa: E402
-from parity_models.evaluate_berrut import evaluate_berrut  # noqa: E402
-from parity_models.train import ParityConfig, train_parity  # noqa: E402
-from parity_models.train_base import BaseConfig, train_base  # noqa: E402
+from coders.berrut import berrut_weights, chebyshev_nodes
+from parity_models import checkpoint
+from parity_models.data import Dataset, load_dataset
+from parity_models.device import predict
+from parity_models.evaluate import evaluate_learned, make_groups
+from parity_models.evaluate_berrut import evaluate_berrut
+from parity_models.train import ParityConfig, train_parity
+from parity_models.train_base import BaseConfig, train_base
 
 KS = (2, 4, 8, 12)
 CACHE = ROOT / "runs" / "bench" / "compare"
