@@ -1,25 +1,23 @@
 """Worker process: an asyncio TCP server answering infer/ping/fault frames for one model.
 
 Data flow: frontend -> worker_client -> [wire] -> **workers.server** -> model (workers.model).
-Requests on a connection are multiplexed by ``id``; infer requests pass fault injection, then a
-dynamic batcher concatenates queued inputs and runs one inference at a time in a thread.
+Requests on a connection are multiplexed by ``id``; infer requests pass fault injection, then the
+dynamic batcher (workers.batcher) runs queued inputs together, one inference at a time in a thread.
 """
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import os
 import signal
 import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from workers import auth
+from workers.batcher import Batcher
 from workers.faults import FaultInjector, InjectedDrop, InjectedError
 from workers.model import LoadedModel
 from workers.protocol import (
@@ -34,12 +32,6 @@ from workers.protocol import (
 
 log = logging.getLogger(__name__)
 READ_CHUNK = 256 * 1024
-
-
-@dataclass
-class _Pending:
-    inputs: np.ndarray  # (B, *S) float32
-    future: asyncio.Future[np.ndarray]  # resolves to (B, C)
 
 
 @dataclass
@@ -83,26 +75,24 @@ class WorkerServer:
     def __init__(self, model: LoadedModel, host: str = "127.0.0.1", port: int = 0, max_batch: int = 32,
                  fault_spec: str = "none", max_frame: int = DEFAULT_MAX_FRAME,
                  faults: FaultInjector | None = None, secret: str | None = None) -> None:
-        if max_batch < 1:
-            raise ValueError("max_batch must be >= 1")
         self.model, self.host, self.max_batch, self.max_frame = model, host, max_batch, max_frame
         # An injected FaultInjector (e.g. with a seeded RNG) wins over fault_spec.
         self.faults = faults if faults is not None else FaultInjector(fault_spec)
+        self.batcher = Batcher(model, max_batch, lambda: self.faults.slow_factor)
         self.secret = secret  # set: every connection must pass the shared-secret handshake (workers.auth)
         self._requested_port = port
         self._server: asyncio.Server | None = None
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
-        self._batcher: asyncio.Task[None] | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="infer")
         self._conns: dict[asyncio.Task[Any], _Connection] = {}  # serving task -> its open connection
         self.in_flight = 0
         self.requests_served = 0
-        self.batches_run = 0
-        self.rows_run = 0                  # queries inferred, summed over batches (metrics)
-        self.inference_seconds = 0.0       # time spent in the model, summed over batches (metrics)
+
+    # batch counters live in the batcher; read through here by info() and workers.metrics
+    batches_run = property(lambda self: self.batcher.batches_run)
+    rows_run = property(lambda self: self.batcher.rows_run)
+    inference_seconds = property(lambda self: self.batcher.inference_seconds)
 
     async def start(self) -> None:
-        self._batcher = asyncio.create_task(self._batch_loop(), name="batcher")
+        self.batcher.start()
         self._server = await asyncio.start_server(self._serve_connection, self.host, self._requested_port)
 
     @property
@@ -119,14 +109,9 @@ class WorkerServer:
         for conn in self._conns.values():
             conn.abort()
         await asyncio.gather(*self._conns, return_exceptions=True)
-        if self._batcher is not None:
-            self._batcher.cancel()
-            await asyncio.gather(self._batcher, return_exceptions=True)
-        while not self._queue.empty():
-            self._queue.get_nowait().future.cancel()
+        await self.batcher.close()
         if self._server is not None:
             await self._server.wait_closed()
-        self._executor.shutdown(wait=False, cancel_futures=True)
 
     def info(self) -> dict[str, Any]:
         return {**self.model.info, "fault": self.faults.spec, "in_flight": self.in_flight, "max_batch": self.max_batch,
@@ -206,9 +191,7 @@ class WorkerServer:
         self.in_flight += 1
         try:
             await self.faults.before_request()
-            future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
-            self._queue.put_nowait(_Pending(inputs, future))
-            outputs = await future
+            outputs = await self.batcher.submit(inputs)
         finally:
             self.in_flight -= 1
         self.requests_served += 1
@@ -222,52 +205,6 @@ class WorkerServer:
         if inputs.ndim != len(expected) + 1 or tuple(inputs.shape[1:]) != expected or inputs.shape[0] < 1:
             raise ValueError(f"inputs shape {list(inputs.shape)} does not match (B>=1, *{list(expected)})")
         return inputs
-
-    async def _batch_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            batch = await self._next_batch()
-            if not batch:
-                continue
-            x = np.concatenate([p.inputs for p in batch])  # (sum B_i, *S)
-            # A slow (contention) spec applies to the batches that start while it holds.
-            run = functools.partial(self.model.run_batch, x, self.faults.slow_factor)
-            t0 = time.perf_counter()
-            try:
-                y = await loop.run_in_executor(self._executor, run)  # (sum B_i, C)
-            except Exception as exc:  # model failures go back to each request as an error reply
-                log.exception("inference failed on a batch of %d", len(x))
-                _fail(batch, ValueError(f"inference failed: {exc}"))
-                continue
-            self.batches_run += 1
-            self.rows_run += len(x)
-            self.inference_seconds += time.perf_counter() - t0
-            self._scatter(batch, y)
-
-    async def _next_batch(self) -> list[_Pending]:
-        """Wait for one request, then take whatever else is queued, up to max_batch requests."""
-        first = await self._queue.get()
-        await asyncio.sleep(0)  # let handlers already scheduled in this loop turn enqueue too
-        batch = [first]
-        while len(batch) < self.max_batch and not self._queue.empty():
-            batch.append(self._queue.get_nowait())
-        return [p for p in batch if not p.future.done()]  # skip requests whose connection closed
-
-    def _scatter(self, batch: list[_Pending], y: np.ndarray) -> None:
-        rows = sum(len(p.inputs) for p in batch)
-        if y.ndim != 2 or len(y) != rows:
-            _fail(batch, ValueError(f"model returned shape {list(y.shape)} for {rows} inputs"))
-            return
-        offsets = np.cumsum([len(p.inputs) for p in batch])[:-1]
-        for pending, out in zip(batch, np.split(y, offsets)):
-            if not pending.future.done():
-                pending.future.set_result(out)
-
-
-def _fail(batch: list[_Pending], exc: Exception) -> None:
-    for pending in batch:
-        if not pending.future.done():
-            pending.future.set_exception(exc)
 
 
 async def serve_forever(model: LoadedModel, host: str = "127.0.0.1", port: int = 0, max_batch: int = 32,
