@@ -26,11 +26,10 @@ import numpy as np
 
 from harness import report
 from harness.bench_faults import FaultReplayer
+from harness.bench_modes import ALL_MODES, check, frontend_args, healthy_needed, plan_targets, worker_specs
 from harness.bench_proc import RssSampler, cpu_model, cpu_snapshot, cpu_usage
-from harness.deploy import BenchCluster, BenchWorkerSpec, FrontendProcess, _die_with_parent, free_port
+from harness.deploy import BenchCluster, FrontendProcess, _die_with_parent, free_port
 from harness.plan import FaultPlan, expand
-
-ALL_MODES = ("none", "equal", "hedged", "coded")
 
 
 @dataclass
@@ -56,10 +55,21 @@ class BenchConfig:
     max_pending: int = 100000            # the frontend's admission limit (--max-pending)
     bad_frac: float = 0.0                # loadgen: malformed requests sent alongside, per query
     rss_interval_s: float = 10.0         # RSS sampling period of the frontend and the workers
+    berrut_r: int = 1                    # berrut mode: parity queries per group, each on its own replica
+
+    def __post_init__(self) -> None:
+        check(self)
 
     @property
     def n_extra(self) -> int:
         return max(1, self.n_data // self.k)
+
+    @property
+    def parity_spec(self) -> str | None:
+        """The parity workers' model; None when coded mode does not run (no parity workers)."""
+        if "coded" not in self.modes:
+            return None
+        return self.parity_model or f"{self.model}:parity_k={self.k}"
 
 
 @dataclass
@@ -75,43 +85,6 @@ def prepare_queries(cfg: BenchConfig, path: Path) -> None:
     n = min(len(data.test_x), max(1, int(max(cfg.rates) * cfg.duration_s * 1.5) + 100))
     order = np.random.default_rng(cfg.seed).permutation(len(data.test_x))[:n]
     np.savez(path, x=data.test_x.numpy()[order].astype(np.float32), y=data.test_y.numpy()[order])
-
-
-def _seeded(service_time: str, index: int) -> str:
-    """Random service times get a per-worker seed, so every mode draws the same sequences."""
-    if service_time.split(":", 1)[0] in ("exp", "lognormal") and "seed=" not in service_time:
-        return f"{service_time},seed={index + 1}"
-    return service_time
-
-
-def worker_specs(cfg: BenchConfig) -> list[BenchWorkerSpec]:
-    """One pool for every mode: N data workers, E extra replicas (equal, hedged), E parity workers."""
-    parity = cfg.parity_model or f"{cfg.model}:parity_k={cfg.k}"
-    roles = [("data", cfg.model)] * cfg.n_data + [("replica", cfg.model)] * cfg.n_extra \
-        + [("parity", parity)] * cfg.n_extra
-    return [BenchWorkerSpec(role, model, max_batch=cfg.max_batch, threads=1,
-                            service_time=_seeded(cfg.service_time, i)) for i, (role, model) in enumerate(roles)]
-
-
-def plan_targets(cfg: BenchConfig, mode: str) -> list[int]:
-    """Plan worker i -> index in the pool: data workers, then this mode's extra workers."""
-    extra_base = {"equal": cfg.n_data, "hedged": cfg.n_data, "coded": cfg.n_data + cfg.n_extra}.get(mode)
-    extras = [] if extra_base is None else list(range(extra_base, extra_base + cfg.n_extra))
-    return list(range(cfg.n_data)) + extras
-
-
-def frontend_args(cfg: BenchConfig, mode: str, cluster: BenchCluster, hedge_ms: float | None = None) -> list[str]:
-    def fmt(role: str) -> str:
-        return ",".join(f"{h}:{p}" for h, p in cluster.addresses(role))
-    args = ["--mode", mode, "--k", str(cfg.k), "--code", cfg.code, "--data", fmt("data"),
-            "--deadline-ms", f"{cfg.deadline_ms:g}", "--group-timeout-ms", f"{cfg.group_timeout_ms:g}",
-            "--decode-grace-ms", f"{cfg.decode_grace_ms:g}", "--max-pending", str(cfg.max_pending)]
-    extra = {"equal": "replica", "hedged": "replica", "coded": "parity"}.get(mode)
-    if extra:  # equal and hedged take their extra replicas through --parity (config.all_data_workers)
-        args += ["--parity", fmt(extra)]
-    if mode == "hedged" and hedge_ms is not None:
-        args += ["--hedge-delay-ms", f"{hedge_ms:.3f}"]
-    return args
 
 
 def hedge_delay(cfg: BenchConfig, done: dict[str, ModeRun]) -> float | None:
@@ -176,8 +149,7 @@ async def run_mode(cfg: BenchConfig, mode: str, rate: float, pool: Pool, queries
     starting = asyncio.create_task(_start_loadgen(cfg, rate, fe.url, queries, out))  # overlaps the frontend's start
     try:
         await fe.start()
-        n_data = len(cluster.addresses("data")) + (cfg.n_extra if mode in ("equal", "hedged") else 0)
-        await _wait_all_healthy(fe, n_data, cfg.n_extra if mode == "coded" else 0)
+        await _wait_all_healthy(fe, *healthy_needed(cfg, mode))
         loadgen = await starting
         start_epoch = time.time() + 0.3
         assert loadgen.stdin is not None and fe.proc is not None
@@ -251,8 +223,8 @@ def describe(cfg: BenchConfig) -> dict[str, Any]:
     return {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "machine": machine(),
             "plan": cfg.plan.describe(), "service_time": cfg.service_time, "rates_qps": list(cfg.rates),
             "duration_s": cfg.duration_s, "n_data": cfg.n_data, "n_extra": cfg.n_extra, "k": cfg.k,
-            "model": cfg.model, "parity_model": cfg.parity_model or f"{cfg.model}:parity_k={cfg.k}",
-            "code": cfg.code, "dataset": cfg.dataset, "max_batch": cfg.max_batch, "seed": cfg.seed,
+            "model": cfg.model, "parity_model": cfg.parity_spec, "code": cfg.code, "modes": list(cfg.modes),
+            "berrut_r": cfg.berrut_r, "dataset": cfg.dataset, "max_batch": cfg.max_batch, "seed": cfg.seed,
             "deadline_ms": cfg.deadline_ms, "hedge_delay_ms": cfg.hedge_delay_ms,
             "decode_grace_ms": cfg.decode_grace_ms, "group_timeout_ms": cfg.group_timeout_ms,
             "max_pending": cfg.max_pending, "bad_frac": cfg.bad_frac, "rss_interval_s": cfg.rss_interval_s}

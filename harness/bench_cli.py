@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-MODES = ("none", "equal", "hedged", "coded")
+MODES = ("none", "equal", "hedged", "coded", "berrut")  # = harness.bench_modes.ALL_MODES (numpy-free import here)
 
 
 def _modes(text: str) -> tuple[str, ...]:
@@ -33,7 +33,9 @@ def _rates(text: str) -> tuple[float, ...]:
 
 
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--modes", type=_modes, default=MODES, help="comma list of none,equal,hedged,coded (default all)")
+    p.add_argument("--modes", type=_modes, default=MODES,
+                   help="comma list of none,equal,hedged,coded,berrut (default all); berrut = coded mode with the "
+                   "training-free Berrut code, its parity queries served by the extra replicas")
     p.add_argument("--workers", type=int, default=4, help="data workers N (extra: N/k parity or replicas)")
     p.add_argument("--k", type=int, default=2)
     p.add_argument("--model", default="builtin:linear", help="base model: builtin:linear or a checkpoint")
@@ -50,6 +52,9 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default="fashion-mnist", choices=["mnist", "fashion-mnist"])
     p.add_argument("--max-batch", type=int, default=1, help="worker batch limit (default 1, as ParM)")
     p.add_argument("--deadline-ms", type=float, default=5000.0)
+    p.add_argument("--berrut-r", type=int, default=1,
+                   help="berrut mode: parity queries per group, 1..N/k (each on its own extra replica; "
+                   "r > 1 loads the replicas r times as much as coded loads its parity workers)")
     p.add_argument("--group-timeout-ms", type=float, default=20.0,
                    help="coded: send a partial group's data uncoded after this long (default 20, the frontend's)")
     p.add_argument("--decode-grace-ms", type=float, default=0.0,
@@ -76,7 +81,9 @@ def build_config(args: argparse.Namespace) -> Any:
     if args.plan:
         plan = parse_plan(json.loads(args.plan)) if args.plan.lstrip().startswith("{") else load_plan(args.plan)
     code, parity = "sum", args.parity_model
-    if parity is None:
+    if "coded" not in args.modes:  # berrut needs no parity model: the replicas serve its parity queries
+        parity = None
+    elif parity is None:
         parity = default_parity_model(args.model, args.k, "sum")
     else:
         code = _checkpoint_code(parity, args.k)
@@ -85,7 +92,7 @@ def build_config(args: argparse.Namespace) -> Any:
                        plan=plan, seed=args.seed, dataset=args.dataset, max_batch=args.max_batch,
                        deadline_ms=args.deadline_ms, hedge_delay_ms=args.hedge_delay_ms,
                        decode_grace_ms=args.decode_grace_ms, group_timeout_ms=args.group_timeout_ms,
-                       progress=not args.no_progress)
+                       progress=not args.no_progress, berrut_r=args.berrut_r)
 
 
 def _checkpoint_code(path: str, k: int) -> str:
@@ -152,17 +159,23 @@ def resource_lines(modes: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _berrut(rep: dict[str, Any]) -> str:
+    """", berrut r=R on the replicas" when berrut mode ran (older reports have no "modes")."""
+    return f", berrut r={rep.get('berrut_r', 1)} on the replicas" if "berrut" in rep.get("modes", ()) else ""
+
+
 def render(rep: dict[str, Any]) -> str:
     from harness import report
-    head = [f"parm bench {rep['date']} on {rep['machine']['cpus']} CPUs ({rep['machine']['cpu_model']}), "
-            f"wall {rep['wall_s']} s (worker start {rep['startup_s']} s)",
-            f"model {rep['model']} / parity {rep['parity_model']} (code {rep['code']}), N={rep['n_data']} "
-            f"+{rep['n_extra']}, k={rep['k']}, max batch {rep['max_batch']}, dataset {rep['dataset']}",
-            f"load: Poisson {','.join(f'{r:g}' for r in rep['rates_qps'])} qps for {rep['duration_s']:g} s per mode, "
-            f"seed {rep['seed']}; "
-            f"service time {rep['service_time']}",
+    head = [(f"parm bench {rep['date']} on {rep['machine']['cpus']} CPUs ({rep['machine']['cpu_model']}), "
+             f"wall {rep['wall_s']} s (worker start {rep['startup_s']} s)"),
+            (f"model {rep['model']} / parity {rep['parity_model']} (code {rep['code']}){_berrut(rep)}, "
+             f"N={rep['n_data']}+{rep['n_extra']}, k={rep['k']}, max batch {rep['max_batch']}, "
+             f"dataset {rep['dataset']}"),
+            (f"load: Poisson {','.join(f'{r:g}' for r in rep['rates_qps'])} qps for {rep['duration_s']:g} s per mode, "
+             f"seed {rep['seed']}; service time {rep['service_time']}"),
             f"plan: {json.dumps(rep['plan'])}",
-            "latencies in ms from each query's scheduled arrival; fe_cpu = frontend CPU / wall (1 core = 100%)"]
+            ("latencies in ms from each query's scheduled arrival; acc_deg = accuracy of the degraded answers; "
+             "fe_cpu = frontend CPU / wall (1 core = 100%)")]
     body: list[str] = []
     for run_ in rep["runs"]:
         body += ["", f"rate {run_['rate_qps']:g} qps", report.table(run_["modes"]), "",

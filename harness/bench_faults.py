@@ -56,6 +56,7 @@ class FaultReplayer:
 
     async def reset(self) -> None:
         """Every pool worker alive with spec "none" (a previous run may have killed or faulted it)."""
+        self.log = ReplayLog()  # the heal's own spec changes: not counted in the previous run's log
         dead = [i for i, w in enumerate(self.cluster.workers) if w.proc.returncode is not None]
         self.current = ["none"] * len(self.cluster.workers)
         await asyncio.gather(*(self._restart(i) for i in dead))

@@ -14,7 +14,7 @@ import numpy as np
 PERCENTILES = (50, 90, 95, 99, 99.5, 99.9)
 RECORD_FIELDS = ("sched_s", "label", "status", "latency_ms", "lag_ms", "degraded", "pred", "responses", "retry_after")
 TABLE_COLUMNS = ("mode", "count", "p50", "p90", "p99", "p99.5", "p99.9", "max", "mean", "qps", "degraded",
-                 "lost", "failed", "accuracy", "hedges", "fe_cpu")
+                 "lost", "failed", "accuracy", "acc_deg", "hedges", "fe_cpu")
 
 
 def summarize(records: dict[str, np.ndarray], fe_stats: dict[str, Any] | None = None,
@@ -55,16 +55,23 @@ def summarize(records: dict[str, np.ndarray], fe_stats: dict[str, Any] | None = 
 
 
 def compare(modes: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """ParM's headline numbers: coded against equal resources (and hedged) at p99.9 and the median."""
+    """ParM's headline numbers: coded against equal resources (and hedged) at p99.9 and the median;
+    the training-free berrut code against equal resources and the learned code. The targets are
+    ParM's, for coded only."""
     out: dict[str, Any] = {}
-    coded, equal, hedged = modes.get("coded"), modes.get("equal"), modes.get("hedged")
+    coded, equal, hedged, berrut = (modes.get(m) for m in ("coded", "equal", "hedged", "berrut"))
+    if berrut:
+        for name, ref in (("equal", equal), ("coded", coded)):
+            if ref:
+                out[f"berrut_p999_over_{name}"] = _ratio(berrut["p99.9"], ref["p99.9"])
+                out[f"berrut_p50_over_{name}"] = _ratio(berrut["p50"], ref["p50"])
     if coded and equal:
         out["coded_p999_over_equal"] = _ratio(coded["p99.9"], equal["p99.9"])
         out["gap_equal_over_coded"] = _ratio(equal["p99.9"] - equal["p50"], coded["p99.9"] - coded["p50"])
         out["coded_p50_over_equal"] = _ratio(coded["p50"], equal["p50"])
     if coded and hedged:
         out["coded_p999_over_hedged"] = _ratio(coded["p99.9"], hedged["p99.9"])
-    if out:
+    if coded and (equal or hedged):
         out["targets"] = {
             "coded_p999 <= 0.45 x equal": _le(out.get("coded_p999_over_equal"), 0.45),
             "gap cut >= 4x": _ge(out.get("gap_equal_over_coded"), 4.0),
@@ -95,17 +102,25 @@ def table(modes: dict[str, dict[str, Any]]) -> str:
         rows.append((mode, str(s["count"]), *(f"{s[c]:.1f}" for c in ("p50", "p90", "p99", "p99.5", "p99.9", "max",
                                                                      "mean")),
                      f"{s['throughput_qps']:.0f}", f"{100 * s['frac_degraded']:.2f}%", str(s["lost"]),
-                     str(s["failed"]), f"{100 * s['accuracy']:.2f}%", str(s["hedges"]),
+                     str(s["failed"]), f"{100 * s['accuracy']:.2f}%", _pct(s.get("accuracy_degraded")),
+                     str(s["hedges"]),
                      "-" if fe_cpu is None else f"{100 * fe_cpu:.0f}%"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(TABLE_COLUMNS))]
     lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows]
     return "\n".join([lines[0], "  ".join("-" * w for w in widths), *lines[1:]])
 
 
+def _pct(x: float | None) -> str:
+    """A fraction as a percentage; "-" when there is none (no degraded answer to be right or wrong)."""
+    return "-" if x is None else f"{100 * x:.2f}%"
+
+
 def comparison_lines(cmp: dict[str, Any]) -> list[str]:
     fmt = {"coded_p999_over_equal": "coded p99.9 / equal p99.9", "gap_equal_over_coded":
            "gap (p99.9 - p50) equal / coded", "coded_p50_over_equal": "coded p50 / equal p50",
-           "coded_p999_over_hedged": "coded p99.9 / hedged p99.9"}
+           "coded_p999_over_hedged": "coded p99.9 / hedged p99.9",
+           "berrut_p999_over_equal": "berrut p99.9 / equal p99.9", "berrut_p50_over_equal": "berrut p50 / equal p50",
+           "berrut_p999_over_coded": "berrut p99.9 / coded p99.9", "berrut_p50_over_coded": "berrut p50 / coded p50"}
     lines = [f"{label}: {cmp[key]:.3f}" for key, label in fmt.items() if cmp.get(key) is not None]
     lines += [f"target {name}: {'met' if ok else 'missed'}" for name, ok in cmp.get("targets", {}).items()
               if ok is not None]

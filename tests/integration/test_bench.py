@@ -106,3 +106,36 @@ async def test_every_fault_kind_loses_nothing_hedging_answers_once_and_files_are
     assert out_png.stat().st_size > 10_000 and out_png.read_bytes()[:4] == b"\x89PNG"
     text = bench_cli.render(rep)
     assert "p99.9" in text and "contention" in text
+
+
+async def test_berrut_mode_rescues_stragglers_on_the_replicas_and_gets_its_row(env: tuple[Pool, Path, Path]) -> None:
+    """berrut next to coded, through the CLI's parser: a stall on data worker 0 gives degraded
+    answers and loses nothing; the crash of plan worker 2 (the one extra worker) lands on the
+    replica for berrut and on the parity worker for coded; at k=2 the Berrut decode of the linear
+    model is exact, so both modes give the same prediction for every query."""
+    pool, queries, _ = env
+    plan = {"seed": 3, "faults": [KIND_PLANS["stall"], {"kind": "crash", "worker": 2, "at_s": 1.4,
+                                                        "restart_after_s": 0.2}]}
+    parser = argparse.ArgumentParser(prog="parm")
+    bench_cli.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["bench", "--modes", "coded,berrut", "--workers", "2", "--rate", f"{RATE:g}",
+                              "--duration", "1.8", "--service-time", "fixed:ms=5", "--plan", json.dumps(plan),
+                              "--decode-grace-ms", "25", "--berrut-r", "1", "--no-progress"])
+    rep, runs = await run_bench(bench_cli.build_config(args), pool, queries)
+    modes = rep["runs"][0]["modes"]
+    assert list(modes) == ["coded", "berrut"] and rep["berrut_r"] == 1
+    for mode, s in modes.items():
+        assert s["lost"] == 0 and s["failed"] == 0 and s["answered"] == s["count"] > 50, (mode, s)
+        assert s["degraded"] > 0 and s["frontend_stats"]["groups_coded"] > 0, (mode, s)
+        assert s["faults_replayed"]["failed"] == [], (mode, s["faults_replayed"])
+    killed = {m: {e["worker"] for e in s["faults_replayed"]["events"]} for m, s in modes.items()}
+    assert modes["coded"]["faults_replayed"]["applied"] == modes["berrut"]["faults_replayed"]["applied"] == 4
+    assert killed == {"coded": {3}, "berrut": {2}}  # pool: data 0, 1; replica 2; parity 3
+    rec = {m: r.records for m, r in runs[0].items()}
+    degraded_at = rec["berrut"]["sched_s"][rec["berrut"]["degraded"]]
+    assert degraded_at.min() >= 0.3 - 0.05 and degraded_at.max() < 1.1 + 0.3, degraded_at  # the stall (+ backlog)
+    assert np.array_equal(rec["berrut"]["label"], rec["coded"]["label"])  # the same queries in the same order
+    assert np.array_equal(rec["berrut"]["pred"], rec["coded"]["pred"])
+    text = bench_cli.render(rep)
+    assert "berrut r=1 on the replicas" in text and any(line.lstrip().startswith("berrut ") for line in text.splitlines())
+    assert "berrut_p999_over_coded" in rep["runs"][0]["comparison"]

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from harness import bench_cli, report
-from harness.bench import BenchConfig, _seeded, plan_targets, worker_specs
+from harness.bench import BenchConfig
+from harness.bench_modes import ALL_MODES, _seeded, frontend_args, healthy_needed, plan_targets, worker_specs
 
 
 def records(lat: list[float], status: list[int], degraded: list[bool], pred: list[int], label: list[int]) -> dict:
@@ -43,6 +44,17 @@ def test_compare_ratios_and_targets() -> None:
     assert report.compare({"coded": _mode(1, 2)}) == {}
 
 
+def test_compare_puts_berrut_against_equal_and_coded_without_parm_targets() -> None:
+    cmp = report.compare({"equal": _mode(10, 100), "coded": _mode(10, 40), "berrut": _mode(11, 50)})
+    assert cmp["berrut_p999_over_equal"] == pytest.approx(0.5) and cmp["berrut_p50_over_equal"] == pytest.approx(1.1)
+    assert cmp["berrut_p999_over_coded"] == pytest.approx(1.25) and cmp["berrut_p50_over_coded"] == pytest.approx(1.1)
+    assert not any("berrut" in t for t in cmp["targets"])
+    only = report.compare({"equal": _mode(10, 100), "berrut": _mode(11, 50)})
+    assert set(only) == {"berrut_p999_over_equal", "berrut_p50_over_equal"}  # no coded: no ParM targets
+    lines = report.comparison_lines(only)
+    assert lines == ["berrut p99.9 / equal p99.9: 0.500", "berrut p50 / equal p50: 1.100"]
+
+
 def test_table_and_plot(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     lat = {m: rng.exponential(10, 2000) + 5 for m in ("equal", "coded")}
@@ -50,6 +62,8 @@ def test_table_and_plot(tmp_path: Path) -> None:
              for m, v in lat.items()}
     text = report.table(modes)
     assert text.splitlines()[0].split()[:3] == ["mode", "count", "p50"] and "coded" in text
+    header, _, row = text.splitlines()[:3]
+    assert dict(zip(header.split(), row.split()))["acc_deg"] == "-"  # no degraded answer to score
     path = tmp_path / "p.png"
     report.plot(lat, modes, "title", path)
     assert path.read_bytes()[:4] == b"\x89PNG"
@@ -62,7 +76,37 @@ def test_plan_workers_map_onto_the_shared_pool() -> None:
     assert plan_targets(cfg, "none") == [0, 1, 2, 3]
     assert plan_targets(cfg, "equal") == plan_targets(cfg, "hedged") == [0, 1, 2, 3, 4, 5]
     assert plan_targets(cfg, "coded") == [0, 1, 2, 3, 6, 7]
+    assert plan_targets(cfg, "berrut") == plan_targets(cfg, "equal")  # its parity workers are the replicas
+    assert healthy_needed(cfg, "berrut") == healthy_needed(cfg, "coded") == (4, 2)
+    assert healthy_needed(cfg, "equal") == (6, 0) and healthy_needed(cfg, "none") == (4, 0)
+    no_coded = BenchConfig(n_data=4, k=2, modes=("equal", "berrut"))
+    assert [s.role for s in worker_specs(no_coded)] == ["data"] * 4 + ["replica"] * 2  # no parity model needed
+    assert no_coded.parity_spec is None and cfg.parity_spec == "builtin:linear:parity_k=2"
     assert _seeded("exp:mean_ms=5", 2) == "exp:mean_ms=5,seed=3" and _seeded("fixed:ms=5", 2) == "fixed:ms=5"
+
+
+class _Cluster:
+    """The addresses of a pool laid out as worker_specs lays it out, on made-up ports."""
+
+    def addresses(self, role: str) -> list[tuple[str, int]]:
+        base = {"data": 9000, "replica": 9100, "parity": 9200}[role]
+        return [("127.0.0.1", base + i) for i in range(4 if role == "data" else 2)]
+
+
+def test_berrut_frontend_runs_coded_mode_with_the_replicas_as_parity_workers() -> None:
+    cfg = BenchConfig(n_data=4, k=2, berrut_r=2)
+    args = frontend_args(cfg, "berrut", _Cluster())  # type: ignore[arg-type]
+    flag = dict(zip(args[::2], args[1::2]))  # every flag takes a value
+    assert (flag["--mode"], flag["--code"], flag["--r"], flag["--k"]) == ("coded", "berrut", "2", "2")
+    assert flag["--parity"] == "127.0.0.1:9100,127.0.0.1:9101"
+    args = frontend_args(cfg, "coded", _Cluster())  # type: ignore[arg-type]
+    coded = dict(zip(args[::2], args[1::2]))
+    assert (coded["--code"], coded["--parity"]) == ("sum", "127.0.0.1:9200,127.0.0.1:9201") and "--r" not in coded
+    with pytest.raises(ValueError, match="berrut-r"):
+        BenchConfig(n_data=4, k=2, berrut_r=3)  # only N/k = 2 replicas to put 3 parity queries on
+    with pytest.raises(ValueError, match="k >= 2"):
+        BenchConfig(k=1, modes=("berrut",))
+    BenchConfig(n_data=4, k=2, berrut_r=3, modes=("coded",))  # r is berrut's alone
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -73,9 +117,15 @@ def _parser() -> argparse.ArgumentParser:
 
 def test_cli_defaults_and_checks(capsys: pytest.CaptureFixture[str]) -> None:
     args = _parser().parse_args(["bench", "--rate", "100,200"])
-    assert args.modes == ("none", "equal", "hedged", "coded") and args.rate == (100.0, 200.0)
+    assert args.modes == ("none", "equal", "hedged", "coded", "berrut") and args.rate == (100.0, 200.0)
     cfg = bench_cli.build_config(args)
     assert cfg.parity_model == "builtin:linear:parity_k=2" and cfg.code == "sum" and cfg.max_batch == 1
+    assert cfg.berrut_r == 1 and bench_cli.MODES == ALL_MODES
+    # berrut alone needs no parity model, even for a checkpoint base model (none is ever loaded)
+    ckpt = bench_cli.build_config(_parser().parse_args(["bench", "--modes", "equal,berrut", "--model", "m.pt"]))
+    assert ckpt.parity_spec is None
+    too_many = _parser().parse_args(["bench", "--workers", "4", "--berrut-r", "3", "--modes", "berrut"])
+    assert too_many.func(too_many) == 2 and "--berrut-r must be in 1..2" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         _parser().parse_args(["bench", "--modes", "coded,magic"])
     bad = _parser().parse_args(["bench", "--service-time", "gauss:ms=3"])
