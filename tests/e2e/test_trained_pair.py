@@ -14,7 +14,7 @@ from parity_models.data import load_dataset
 from parity_models.evaluate import evaluate
 from parity_models.train import ParityConfig, train_parity
 from parity_models.train_base import BaseConfig, train_base
-from tests.conftest import frontend, service_of
+from tests.conftest import eventually, frontend, service_of
 from tests.e2e.test_cluster import set_fault
 
 pytestmark = pytest.mark.e2e
@@ -40,6 +40,7 @@ async def test_served_degraded_answers_equal_the_offline_decode(trained_pair) ->
         cfg = FrontendConfig(data=cluster.addresses("data"), parity=cluster.addresses("parity"), k=2,
                              code="concat", deadline_ms=5000, health_interval_s=60.0)
         async with frontend(cfg) as c:
+            await eventually(lambda: all(w.healthy for w in service_of(c).pool.parity), timeout=20.0)
             await set_fault(cluster.addresses("data")[1], "stall")
             outputs, degraded = [], []
             for g in range(N_GROUPS):  # one request = one group of 2: groups are known exactly
@@ -102,6 +103,8 @@ async def test_two_stalled_workers_are_rebuilt_from_two_learned_parities(trained
         cfg = FrontendConfig(data=cluster.addresses("data"), parity=cluster.addresses("parity"), k=2, r=2,
                              code="concat", deadline_ms=5000, health_interval_s=60.0)
         async with frontend(cfg) as c:
+            # /ready needs data workers only; this test needs both parity workers serving from the start
+            await eventually(lambda: all(w.healthy for w in service_of(c).pool.parity), timeout=20.0)
             for address in cluster.addresses("data"):
                 await set_fault(address, "stall")
             outputs = []
