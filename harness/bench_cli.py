@@ -75,11 +75,9 @@ def register(subparsers: Any) -> None:
 def build_config(args: argparse.Namespace) -> Any:
     from frontend.commands import default_parity_model
     from harness.bench import BenchConfig
-    from harness.plan import FaultPlan, load_plan, parse_plan
+    from harness.plan import FaultPlan, plan_from_arg
 
-    plan = FaultPlan()
-    if args.plan:
-        plan = parse_plan(json.loads(args.plan)) if args.plan.lstrip().startswith("{") else load_plan(args.plan)
+    plan = plan_from_arg(args.plan) if args.plan else FaultPlan()
     code, parity = "sum", args.parity_model
     if "coded" not in args.modes:  # berrut needs no parity model: the replicas serve its parity queries
         parity = None

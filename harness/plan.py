@@ -90,6 +90,16 @@ def load_plan(path: str | Path) -> FaultPlan:
         raise PlanError(f"cannot read fault plan {path}: {exc}") from exc
 
 
+def plan_from_arg(text: str) -> FaultPlan:
+    """A ``--plan`` argument: inline JSON (starts with "{") or the path of a JSON file."""
+    if not text.lstrip().startswith("{"):
+        return load_plan(text)
+    try:
+        return parse_plan(json.loads(text))
+    except json.JSONDecodeError as exc:
+        raise PlanError(f"inline fault plan is not valid JSON: {exc}") from exc
+
+
 def _parse_rule(i: int, raw: Any) -> Rule:
     if not isinstance(raw, dict) or raw.get("kind") not in KINDS:
         raise PlanError(f"fault {i}: needs a kind among {KINDS}")

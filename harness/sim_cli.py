@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from harness.plan import FaultPlan, PlanError, load_plan
+from harness.plan import FaultPlan, PlanError, plan_from_arg
 from harness.sim_config import MODES, SimConfig, SimConfigError
 from harness.simulate import simulate_modes, table
 
@@ -27,7 +27,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--arrivals", default="poisson", choices=["poisson", "uniform"])
     p.add_argument("--service", default="fixed:ms=5",
                    help="fixed:ms=5 | exp:mean_ms=5 | lognormal:median_ms=5,sigma=0.5 | file:PATH")
-    p.add_argument("--plan", default=None, help="fault plan JSON (harness.plan)")
+    p.add_argument("--plan", default=None, help="fault plan: a JSON file or inline JSON (harness.plan)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--deadline-ms", type=float, default=60_000.0)
     p.add_argument("--hedge-delay-ms", type=float, default=None, help="default: p95 of recent latencies")
@@ -47,7 +47,7 @@ def register(subparsers: Any) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> SimConfig:
-    plan = load_plan(args.plan) if args.plan else FaultPlan()
+    plan = plan_from_arg(args.plan) if args.plan else FaultPlan()
     return SimConfig(mode="coded" if args.mode == "all" else args.mode, workers=args.workers, k=args.k,
                      rate=args.rate, duration_s=args.duration, count=args.count, arrivals=args.arrivals,
                      service=args.service, plan=plan, seed=args.seed, deadline_ms=args.deadline_ms,

@@ -202,3 +202,17 @@ def test_in_flight_counts_return_to_zero(hold: bool) -> None:
         assert sim.run()["state"].min() > 0
         assert sim.data_pool.in_flight == [0] * len(sim.data_pool.ids)
         assert sim.parity_pool.in_flight == [0] * len(sim.parity_pool.ids)
+
+
+def test_plan_argument_is_inline_json_or_a_file(tmp_path) -> None:
+    from harness.plan import PlanError, plan_from_arg
+
+    text = '{"seed": 3, "faults": [{"kind": "stall", "workers": [1], "at_s": 1, "duration_ms": 500}]}'
+    path = tmp_path / "plan.json"
+    path.write_text(text)
+    inline, from_file = plan_from_arg(text), plan_from_arg(str(path))
+    assert inline.seed == from_file.seed == 3 and inline.describe() == from_file.describe()
+    with pytest.raises(PlanError, match="not valid JSON"):
+        plan_from_arg('{"seed": ')
+    with pytest.raises(PlanError, match="cannot read fault plan"):
+        plan_from_arg(str(tmp_path / "missing.json"))
