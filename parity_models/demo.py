@@ -40,7 +40,7 @@ def ensure_demo_models(cache_dir: str | Path, dataset: str = "fashion-mnist", k:
     if not (parity_path.is_file() and done.is_file()):
         log.info("training demo parity model into %s (at most %.0f s)", parity_path, time_budget)
         train_parity(ParityConfig(str(base_path), k, code, str(parity_path), arch=parity_arch, loss="kl",
-                                  epochs=parity_epochs, time_budget=time_budget, seed=seed, device=device, data_dir=data_dir,
-                                  progress=progress))
+                                  epochs=parity_epochs, time_budget=time_budget, seed=seed, device=device,
+                                  data_dir=data_dir, progress=progress))
         done.write_text(json.dumps(settings, indent=1))
     return base_path, parity_path

@@ -135,9 +135,9 @@ def train_parity(cfg: ParityConfig, data: Dataset | None = None) -> dict[str, An
         arch, arch_args = parity_arch(base_ckpt, cfg.arch, stats, code, index)
     model = build(arch, arch_args).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    meta = {"k": cfg.k, "code": cfg.code, "parity_index": index, "base_id": checkpoint.model_id(base_ckpt), "dataset": data.name,
-            "loss": cfg.loss, "seed": cfg.seed, "normalization": {"mean": arch_args.get("mean"),
-                                                                   "std": arch_args.get("std")}}
+    meta = {"k": cfg.k, "code": cfg.code, "parity_index": index, "base_id": checkpoint.model_id(base_ckpt),
+            "dataset": data.name, "loss": cfg.loss, "seed": cfg.seed,
+            "normalization": {"mean": arch_args.get("mean"), "std": arch_args.get("std")}}
     state = {"epoch": 0, "step": 0, "elapsed": 0.0, "best": -1.0, "history": []}
     if resumed:
         model.load_state_dict(resumed["state_dict"])
