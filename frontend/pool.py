@@ -64,6 +64,11 @@ class WorkerPool:
         model serves only the index it was trained for; a base model (Berrut) serves any."""
         return [w for w in self.parity if parity_index(w.info) in (None, index)]
 
+    def parity_served(self) -> list[bool]:
+        """For each parity index 0..r-1, whether a healthy worker can serve it now (a group whose
+        index has none decodes with fewer parities)."""
+        return [any(w.healthy for w in self.parity_for(index)) for index in range(self.cfg.r)]
+
     def input_shape(self) -> tuple[int, ...] | None:
         """The data model's per-query input shape, once a healthy data worker has reported it."""
         for w in self.data:

@@ -90,6 +90,7 @@ class Service:
                 "coded": self.cfg.coded and parity_ok,
                 "healthy_data_workers": sum(w.healthy for w in self.pool.data),
                 "healthy_parity_workers": sum(w.healthy for w in self.pool.parity),
+                "parity_served": self.pool.parity_served() if self.cfg.coded else None,
                 "input_shape": list(self.input_shape() or []) or None,
                 "pending": self.pending, "workers": self.pool.summary()}
 

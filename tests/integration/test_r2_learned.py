@@ -46,6 +46,7 @@ async def test_two_stragglers_per_group_are_decoded_exactly_from_two_learned_par
         await eventually(lambda: all(w.healthy for w in pool.parity))
         ready = await (await c.get("/ready")).json()
         assert ready["r"] == R and [p["parity_index"] for p in ready["workers"]["parity"]] == [1, 0]
+        assert ready["parity_served"] == [True, True]
         ws[1].faults.set("stall")
         ws[2].faults.set("stall")
         x = images(2 * K)  # two groups, each spread over the 4 data workers: two stragglers each
@@ -68,6 +69,7 @@ async def test_parity_model_beyond_r_is_refused_and_a_slot_without_its_model_fai
         await eventually(lambda: pool.parity[1].refused is not None)
         assert "parity_index=2" in pool.parity[1].refused and "r=2" in pool.parity[1].refused
         await eventually(lambda: pool.parity[0].healthy)
+        assert (await (await c.get("/ready")).json())["parity_served"] == [True, False]
         ws[3].faults.set("stall")
         x = images(K)
         body = await (await c.post("/predict", json={"inputs": x.tolist()})).json()
