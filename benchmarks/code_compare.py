@@ -13,7 +13,6 @@ interpolated) with the same base model, computed here for comparison with its pu
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -25,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np
 import torch
+from results_file import write_json
 
 from coders.berrut import berrut_weights, chebyshev_nodes
 from parity_models import checkpoint
@@ -119,7 +119,7 @@ def main() -> int:
                 for row in model_cost(base_for(name, path), load_dataset(name), list(map(int, args.ks.split(","))))]
         for row in cost:
             print(f"{row['dataset']:14} {row['model']:12} {row['macs']:>9,} MACs {row['median_us']:8.1f} us")
-        (ROOT / "benchmarks" / "results" / "code_compare_cost.json").write_text(json.dumps(cost, indent=1) + "\n")
+        write_json(ROOT / "benchmarks" / "results" / "code_compare_cost.json", cost, indent=1)
         return 0
     torch.set_num_threads(os.cpu_count() or 1)
     rows: list[dict] = []
@@ -138,7 +138,7 @@ def main() -> int:
         print(f"{row['dataset']:14} {row['code']:10} {row['k']:>3} {row['r']:>2} {row['missing']:>7} "
               f"{row.get('base_top1', float('nan')):6.2f} {row['degraded_top1']:6.2f}")
     out = ROOT / "benchmarks" / "results" / "code_compare.json"
-    out.write_text(json.dumps({"epochs": args.epochs, "rows": rows}, indent=1) + "\n")
+    write_json(out, {"epochs": args.epochs, "rows": rows}, indent=1)
     print(f"wrote {out}")
     return 0
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import platform
 import sys
 import time
@@ -21,6 +20,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np
 import torch
+from results_file import write_json
 
 from coders import Code, make_code
 from harness.bench_proc import cpu_model
@@ -135,8 +135,7 @@ def main(argv: list[str] | None = None) -> int:
               "machine": {"nproc": __import__("os").cpu_count(), "cpu": cpu_model(), "python": platform.python_version(),
                           "torch": torch.__version__, "numpy": np.__version__},
               "reps": reps, "target_us_per_group": TARGET_US, "query_shape": list(SHAPE), "batch": 1, "rows": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(args.out, report)
     print(f"wrote {args.out}")
     return 0
 

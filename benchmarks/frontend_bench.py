@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import aiohttp
+from results_file import write_json
 
 from frontend.cluster import LocalCluster, WorkerSpec
 from harness.bench_proc import cpu_model
@@ -344,8 +345,7 @@ def main(argv: list[str] | None = None) -> int:
                         "k": 2, "code": "sum", "format": args.format, "concurrency": args.concurrency,
                         "rounds": args.rounds, "frontend_log_level": args.frontend_log_level},
               **result, "wall_s": time.perf_counter() - t0}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(args.out, report)
     print(f"\nwrote {args.out} ({report['wall_s']:.0f} s)")
     return 0
 

@@ -9,7 +9,6 @@ report their wall time; --budget switches to a fixed time budget per run instead
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -24,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
+from results_file import write_json  # noqa: E402
 
 from parity_models.evaluate import evaluate, format_table  # noqa: E402
 from parity_models.train import ParityConfig, train_parity  # noqa: E402
@@ -96,8 +96,7 @@ def write_report(path: Path, rows: list[dict]) -> None:
               "device": "cuda" if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)",
               "machine": platform.machine(), "note": "wall times on a shared 2-core machine are approximate",
               "runs": rows}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=1) + "\n")
+    write_json(path, report, indent=1)
 
 
 if __name__ == "__main__":
