@@ -46,6 +46,7 @@ class BenchConfig:
     plan: FaultPlan = field(default_factory=FaultPlan)
     seed: int = 0
     dataset: str = "fashion-mnist"
+    data_dir: str | None = None          # folder holding <dataset>/ (else the usual lookup: parity_models.data)
     max_batch: int = 1                   # ParM's setting: one query per inference
     deadline_ms: float = 5000.0
     group_timeout_ms: float = 20.0
@@ -81,7 +82,7 @@ class ModeRun:
 def prepare_queries(cfg: BenchConfig, path: Path) -> None:
     """The test images the loadgen draws from, shuffled by the seed (same order for every mode)."""
     from parity_models.data import load_dataset
-    data = load_dataset(cfg.dataset, download=False)
+    data = load_dataset(cfg.dataset, cfg.data_dir, download=False)
     n = min(len(data.test_x), max(1, int(max(cfg.rates) * cfg.duration_s * 1.5) + 100))
     order = np.random.default_rng(cfg.seed).permutation(len(data.test_x))[:n]
     np.savez(path, x=data.test_x.numpy()[order].astype(np.float32), y=data.test_y.numpy()[order])

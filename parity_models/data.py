@@ -20,6 +20,7 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VAL_SIZE = 5000
 VAL_SEED = 0  # fixed, not the training seed: base and parity models must agree on the held-out images
+NO_SHARED_ENV = "PARM_DATA_NO_SHARED"  # set (CI does) to ignore ../shared/datasets, as on a user's clone
 DOWNLOAD_TIMEOUT_S = 5.0
 
 
@@ -81,7 +82,8 @@ def candidate_dirs(name: str, data_dir: str | Path | None = None) -> list[Path]:
     MNIST and Fashion-MNIST share file names and one must not be read as the other)."""
     roots = [Path(r) / name for r in (data_dir, os.environ.get("PARM_DATA")) if r]
     roots += [Path("/usr/share/datasets") / name, Path("data") / name]
-    roots += [REPO_ROOT.parent / "shared" / "datasets" / name, Path.cwd().parent / "shared" / "datasets" / name]
+    if not os.environ.get(NO_SHARED_ENV):
+        roots += [REPO_ROOT.parent / "shared" / "datasets" / name, Path.cwd().parent / "shared" / "datasets" / name]
     return list(dict.fromkeys(p.absolute() for p in roots))
 
 
@@ -178,13 +180,15 @@ def _to_tensors(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tenso
 
 
 def load_dataset(name: str, data_dir: str | Path | None = None, download: bool = True) -> Dataset:
-    """Read all splits; val = the last VAL_SIZE images of a VAL_SEED permutation of the training set."""
+    """Read all splits; val = the last VAL_SIZE images (a tenth of a small training set) of a VAL_SEED
+    permutation of the training set."""
     folder = find_dataset_dir(name, data_dir, download)
     reader = _read_cifar if name == "cifar10" else _read_idx_dataset
     tr_x, tr_y, te_x, te_y = reader(folder)
     train_x, train_y = _to_tensors(tr_x, tr_y)
     test_x, test_y = _to_tensors(te_x, te_y)
     perm = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(VAL_SEED))
-    fit, val = perm[:-VAL_SIZE], perm[-VAL_SIZE:]
+    val_size = min(VAL_SIZE, len(train_x) // 10)
+    fit, val = perm[:-val_size], perm[-val_size:]
     return Dataset(name, train_x[fit], train_y[fit], train_x[val], train_y[val], test_x, test_y,
                    SPECS[name].num_classes)

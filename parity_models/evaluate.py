@@ -74,7 +74,8 @@ def degraded_metrics(base_out: torch.Tensor, parity_out: torch.Tensor, groups: t
 def evaluate(base_ckpt: dict[str, Any] | str | Path, parity_ckpt: dict[str, Any] | str | Path, *,
              data_dir: str | Path | None = None, device: str = "auto", split: str = "test",
              seed: int = EVAL_SEED, data: Dataset | None = None) -> dict[str, Any]:
-    """Score a base/parity pair on a split ("test" or "val"); returns settings and METRICS (percent).
+    """Score a base/parity pair on a split ("test" or "val"), decoding one missing output from that parity
+    model alone (with its own code row, whatever its parity_index); returns settings and METRICS (percent).
 
     ``data`` overrides loading the base model's dataset (tests pass small subsets)."""
     base_ckpt = checkpoint.load(base_ckpt) if isinstance(base_ckpt, (str, Path)) else base_ckpt
@@ -84,13 +85,15 @@ def evaluate(base_ckpt: dict[str, Any] | str | Path, parity_ckpt: dict[str, Any]
     dev = resolve_device(device)
     data = data or load_dataset(base_ckpt["meta"]["dataset"], data_dir)
     x, y = (data.test_x, data.test_y) if split == "test" else (data.val_x, data.val_y)
-    code = make_code(code_name, k)
+    index = parity_ckpt["meta"].get("parity_index", 0)  # parity model l encodes and decodes with code row l
+    code = make_code(code_name, k, index + 1)
     groups = make_groups(len(x), k, seed)
     base_out = predict(checkpoint.build_model(base_ckpt, dev), x)
-    parity_out = parity_outputs(checkpoint.build_model(parity_ckpt, dev), code, x, groups)
-    metrics = degraded_metrics(base_out, parity_out, groups, y, code)
-    return {"dataset": data.name, "split": split, "k": k, "code": code_name, "base_arch": base_ckpt["arch"],
-            "parity_arch": parity_ckpt["arch"], "groups": len(groups), "seed": seed, **metrics}
+    parity_out = parity_outputs(checkpoint.build_model(parity_ckpt, dev), code, x, groups, index)
+    metrics = degraded_metrics(base_out, parity_out, groups, y, code, index)
+    return {"dataset": data.name, "split": split, "k": k, "code": code_name, "parity_index": index,
+            "base_arch": base_ckpt["arch"], "parity_arch": parity_ckpt["arch"], "groups": len(groups), "seed": seed,
+            **metrics}
 
 
 def erasure_patterns(k: int, s: int, seed: int = EVAL_SEED) -> list[tuple[int, ...]]:

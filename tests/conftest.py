@@ -18,7 +18,7 @@ from frontend.service import Service
 from workers.model import load_model
 from workers.server import WorkerServer
 
-DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+TEST_DATA = Path(__file__).resolve().parent / "data"  # the committed Fashion-MNIST slice (data/README.md)
 
 
 @asynccontextmanager
@@ -75,6 +75,14 @@ async def eventually(pred: Callable[[], bool], timeout: float = 5.0) -> None:
         if loop.time() > end:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(0.01)
+
+
+@pytest.fixture(scope="session")
+def fashion_slice() -> Any:
+    """Real Fashion-MNIST images shipped with the tests: train 2,700, val 300, test 1,000 (1, 28, 28)."""
+    from parity_models.data import load_dataset  # torch: only for the tests that train
+
+    return load_dataset("fashion-mnist", data_dir=TEST_DATA, download=False)
 
 
 @pytest.fixture

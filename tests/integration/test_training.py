@@ -1,5 +1,6 @@
-"""Base and parity training on a small slice of real MNIST: loss goes down, best/last checkpoints are
-written and pair with their base model, resuming continues, and the CLI exposes the commands."""
+"""Base and parity training on a small slice of real Fashion-MNIST (shipped in tests/data): loss goes
+down, accuracy beats chance by a margin, best/last checkpoints are written and pair with their base
+model, resuming continues, and the CLI exposes the commands."""
 from __future__ import annotations
 
 import argparse
@@ -11,24 +12,27 @@ import pytest
 from coders import make_code
 from parity_models import checkpoint
 from parity_models.cli import register
-from parity_models.data import Dataset, load_dataset
+from parity_models.data import Dataset
 from parity_models.evaluate import evaluate, evaluate_learned
 from parity_models.train import ParityConfig, last_path, train_parity
 from parity_models.train_base import BaseConfig, train_base
+from tests.conftest import TEST_DATA
+
+CHANCE = 10.0  # percent, 10 classes
 
 
 @pytest.fixture(scope="module")
-def small() -> Dataset:
-    """A small slice of real MNIST, so a few epochs take a second."""
-    d = load_dataset("mnist", download=False)
-    return Dataset("mnist", d.train_x[:1024], d.train_y[:1024], d.val_x[:200], d.val_y[:200],
+def small(fashion_slice: Dataset) -> Dataset:
+    """Part of the shipped slice, so a few epochs take a second."""
+    d = fashion_slice
+    return Dataset("fashion-mnist", d.train_x[:1024], d.train_y[:1024], d.val_x[:200], d.val_y[:200],
                    d.test_x[:200], d.test_y[:200], 10)
 
 
 @pytest.fixture(scope="module")
 def base_path(small: Dataset, tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("base") / "base.pt"
-    train_base(BaseConfig("mnist", "mlp", str(path), epochs=2, batch_size=64, device="cpu", progress=False), small)
+    train_base(BaseConfig("fashion-mnist", "mlp", str(path), epochs=2, batch_size=64, device="cpu", progress=False), small)
     return path
 
 
@@ -38,7 +42,7 @@ def test_base_checkpoint_is_self_describing(base_path: Path, small: Dataset) -> 
     assert {"dataset", "normalization", "val_acc", "test_acc", "epochs", "seed"} <= set(ckpt["meta"])
     model = checkpoint.build_model(ckpt)
     assert model(small.test_x[:4]).shape == (4, 10)
-    assert ckpt["meta"]["test_acc"] > 50.0
+    assert ckpt["meta"]["test_acc"] > 6 * CHANCE  # 2 epochs on 1,024 images: ~75% measured
 
 
 @pytest.mark.parametrize("code", ["concat", "sum"])
@@ -55,7 +59,9 @@ def test_parity_training_lowers_loss_and_pairs(base_path: Path, small: Dataset, 
     if code == "sum":  # statistics of encoded inputs (sums of 2 images), not of single images
         assert best["arch_args"]["mean"] == pytest.approx(2 * base["arch_args"]["mean"], rel=0.1)
     result = evaluate(base, checkpoint.load(out), device="cpu", data=small)
-    assert result["groups"] == 100 and 0.0 <= result["degraded_top1"] <= result["degraded_top5"] <= 100.0
+    assert result["groups"] == 100 and result["degraded_top1"] <= result["degraded_top5"]
+    # 3 epochs on 1,024 images: 45% (concat) and 53% (sum) measured, base 75%
+    assert 3 * CHANCE < result["degraded_top1"] < result["base_top1"]
 
 
 def test_resume_continues_from_last(base_path: Path, small: Dataset, tmp_path: Path) -> None:
@@ -103,7 +109,7 @@ def test_second_parity_and_tiled_arch_train_and_evaluate_with_two_missing(base_p
     for index in (0, 1):
         out = tmp_path / f"p{index}.pt"
         best = train_parity(ParityConfig(str(base_path), 4, "concat", str(out), parity_index=index, arch="tiled",
-                                         epochs=2, batch_size=64, device="cpu", progress=False), small)
+                                         loss="kl", epochs=5, batch_size=64, device="cpu", progress=False), small)
         assert best["meta"]["parity_index"] == index and best["arch"] == "tiled"
         assert best["arch_args"]["weights"] == pytest.approx(list(make_code("concat", 4, 2).coeffs[index]))
         paths.append(out)
@@ -112,7 +118,8 @@ def test_second_parity_and_tiled_arch_train_and_evaluate_with_two_missing(base_p
                                   epochs=3, resume=str(last_path(paths[1])), device="cpu", progress=False), small)
     rows = evaluate_learned(base_path, [paths[1], paths[0]], device="cpu", data=small)  # any order
     assert [(r["r"], r["missing"], r["patterns"]) for r in rows] == [(2, 1, 4), (2, 2, 6)]
-    assert all(0.0 <= r["degraded_top1"] <= 100.0 for r in rows)
+    # 5 epochs: ~58% measured with 1 and with 2 missing (base 75%); chance is 10%
+    assert all(3 * CHANCE < r["degraded_top1"] < r["base_top1"] for r in rows), rows
     with pytest.raises(checkpoint.CheckpointError, match="parity_index 0..1 once each"):
         evaluate_learned(base_path, [paths[0], paths[0]], device="cpu", data=small)
 
@@ -129,7 +136,7 @@ def test_eval_cli_scores_berrut_and_refuses_incomplete_arguments(base_path: Path
     register(parser.add_subparsers(dest="command"))
     out = tmp_path / "berrut.json"
     args = parser.parse_args(["eval", "--base", str(base_path), "--code", "berrut", "--k", "2", "--r", "2",
-                              "--device", "cpu", "--json", str(out)])
+                              "--device", "cpu", "--data-dir", str(TEST_DATA), "--json", str(out)])
     assert args.func(args) == 0
     rows = json.loads(out.read_text())
     assert [(r["code"], r["k"], r["r"], r["missing"]) for r in rows] == [("berrut", 2, 2, 1), ("berrut", 2, 2, 2)]

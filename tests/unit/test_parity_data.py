@@ -9,20 +9,27 @@ import pytest
 
 from parity_models import data
 
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "datasets"
+TEST_DATA = Path(__file__).resolve().parents[1] / "data"
 
 
-@pytest.mark.skipif(not (SHARED / "mnist").is_dir(), reason="../shared/datasets not beside the repo")
-def test_lookup_finds_shared_copy_and_reads_real_mnist(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("PARM_DATA", raising=False)
-    folder = data.find_dataset_dir("mnist", download=False)
-    assert (folder / "t10k-images-idx3-ubyte.gz").is_file()
-    ds = data.load_dataset("mnist", download=False)
-    assert ds.train_x.shape == (55000, 1, 28, 28) and ds.val_x.shape == (5000, 1, 28, 28)
-    assert ds.test_x.shape == (10000, 1, 28, 28) and ds.test_x.dtype.is_floating_point
+def test_reads_the_shipped_real_fashion_mnist_slice() -> None:
+    """The committed slice (tests/data/README.md) is read like the full dataset: val split, [0, 1] floats."""
+    folder = data.find_dataset_dir("fashion-mnist", TEST_DATA, download=False)
+    assert folder == (TEST_DATA / "fashion-mnist").absolute()
+    ds = data.load_dataset("fashion-mnist", TEST_DATA, download=False)
+    assert ds.train_x.shape == (2700, 1, 28, 28) and ds.val_x.shape == (300, 1, 28, 28)
+    assert ds.test_x.shape == (1000, 1, 28, 28) and ds.test_x.dtype.is_floating_point
     assert 0.0 <= float(ds.test_x.min()) and float(ds.test_x.max()) <= 1.0
-    assert ds.test_y.bincount().tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
-    assert abs(ds.normalization()["mean"] - 0.1307) < 2e-3
+    assert ds.test_y.bincount().tolist() == [107, 105, 111, 93, 115, 87, 97, 95, 95, 95]
+    assert abs(ds.normalization()["mean"] - 0.2835) < 1e-3  # the full training set's is 0.2860
+
+
+def test_shared_folder_is_ignored_when_told(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CI sets PARM_DATA_NO_SHARED so that it sees what a user's clone sees: no ../shared/datasets."""
+    monkeypatch.delenv(data.NO_SHARED_ENV, raising=False)
+    assert any("shared" in p.parts for p in data.candidate_dirs("mnist"))
+    monkeypatch.setenv(data.NO_SHARED_ENV, "1")
+    assert not any("shared" in p.parts for p in data.candidate_dirs("mnist"))
 
 
 def test_missing_dataset_names_files_and_places(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

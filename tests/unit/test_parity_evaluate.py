@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from coders import make_code
-from parity_models.evaluate import degraded_metrics, make_groups, parity_outputs
+from parity_models.evaluate import degraded_metrics, evaluate, make_groups, parity_outputs
 from parity_models.models import Linear
 
 
@@ -59,3 +59,29 @@ def test_tiled_model_is_the_weighted_sum_of_its_tile_network_on_each_image() -> 
             tile = torch.nn.functional.pad(tiled[:, :, t:b, l:r], (0, model.tw - (r - l), 0, model.th - (b - t)))
             want += (1.0 + i) * model.g(tile)
         assert torch.allclose(model(tiled), want, atol=1e-5)
+
+
+def test_evaluate_decodes_a_lone_parity_model_with_its_own_code_row() -> None:
+    """``parm eval --parity p1.pt`` (parity_index 1): an exact linear parity model of row 1 must decode
+    exactly; decoding it with row 0's weights (the old behaviour) was far off."""
+    from parity_models import checkpoint
+    from parity_models.data import Dataset
+
+    torch.manual_seed(0)
+    k, shape = 3, [1, 28, 28]
+    base = Linear(shape, 10)
+    row = make_code("sum", k, 2).coeffs[1]  # parity model 1 learns sum_i row[i] F(X_i)
+    parity = Linear(shape, 10, bias_scale=float(row.sum()))  # exact for P_1 = sum_i row[i] X_i
+    parity.load_state_dict(base.state_dict())
+    base_ckpt = checkpoint.make_checkpoint(base, kind="base", arch="linear", arch_args={"input_shape": shape},
+                                           input_shape=shape, num_classes=10, meta={"dataset": "test"})
+    parity_ckpt = checkpoint.make_checkpoint(
+        parity, kind="parity", arch="linear", arch_args={"input_shape": shape, "bias_scale": float(row.sum())},
+        input_shape=shape, num_classes=10,
+        meta={"k": k, "code": "sum", "parity_index": 1, "base_id": checkpoint.model_id(base_ckpt)})
+    x = torch.rand(300, *shape)
+    with torch.no_grad():
+        y = base(x).argmax(1)  # labels the base model gets right: exact decoding scores 100%
+    data = Dataset("test", x, y, x, y, x, y, 10)
+    result = evaluate(base_ckpt, parity_ckpt, device="cpu", data=data)
+    assert result["parity_index"] == 1 and result["degraded_top1"] == 100.0 and result["recon_top1"] == 100.0
