@@ -170,3 +170,51 @@ def test_one_missing_with_two_parities_in_uses_parity_zero() -> None:
     row = code.coeffs[1]
     want1 = (outs[4] - row[0] * outs[0] - row[2] * outs[2]) / row[1]
     np.testing.assert_allclose(code.decode(outs)[1], want1, rtol=1e-5)
+
+
+def _blocky_images(k: int, batch: int, code: ConcatCode) -> torch.Tensor:
+    """(k, B, 1, 28, 28) images constant on the code's pooling blocks, so tiling loses nothing."""
+    bh, bw = code.rows, code.cols
+    small = torch.rand(k, batch, 1, 28 // bh, 28 // bw, dtype=torch.float64)
+    return small.repeat_interleave(bh, dim=3).repeat_interleave(bw, dim=4)
+
+
+def _upsampled_tile(p: torch.Tensor, code: ConcatCode, i: int) -> torch.Tensor:
+    """Tile i of tiled images p (B, 1, 28, 28), blown back up to (B, 1, 28, 28)."""
+    t, b, left, right = code.tiles(28, 28)[i]
+    return p[:, :, t:b, left:right].repeat_interleave(code.rows, dim=2).repeat_interleave(code.cols, dim=3)
+
+
+@pytest.mark.parametrize("k, r", [(2, 1), (4, 1), (4, 2)])
+def test_concat_through_a_real_linear_parity_model_decodes_exactly(k: int, r: int) -> None:
+    """The concat code's encode runs through a model: for a linear base F and images the tiling does not
+    blur, the affine map P -> sum_i C[l, i] F(tile_i(P)) is an exact parity model. Built as an nn.Linear
+    over the tiled image, fed code.encode's output; decode must give back every F(X_m)."""
+    code = ConcatCode(k, r)
+    w, b = (t.double() for t in linear_model(784))
+    f = lambda t: t.flatten(1) @ w.T + b  # (B, 1, 28, 28) -> (B, 10)
+    parity_models = []
+    for row in code.coeffs:  # row l: (k,) weights
+        exact = lambda p, row=row: sum(c * f(_upsampled_tile(p, code, i)) for i, c in enumerate(row))
+        model = torch.nn.Linear(784, 10, dtype=torch.float64)
+        with torch.no_grad():  # read the affine map off the basis images
+            model.bias.copy_(exact(torch.zeros(1, 1, 28, 28, dtype=torch.float64))[0])
+            model.weight.copy_((exact(torch.eye(784, dtype=torch.float64).view(784, 1, 28, 28)) - model.bias).T)
+        parity_models.append(model)
+    x = _blocky_images(k, 6, code)
+    outs = torch.stack([f(x[i]) for i in range(k)])  # (k, B, 10)
+    with torch.no_grad():
+        parity_out = torch.stack([m(code.encode(x)[lr].flatten(1)) for lr, m in enumerate(parity_models)])
+    assert torch.allclose(parity_out, code.target(outs), atol=1e-8)
+    for missing in itertools.combinations(range(k), r):
+        available = {j: outs[j] for j in range(k) if j not in missing} | {k + lr: parity_out[lr] for lr in range(r)}
+        decoded = code.decode(available)
+        assert sorted(decoded) == list(missing)
+        for m in missing:
+            assert torch.allclose(decoded[m], outs[m], atol=1e-7)
+    # and images the tiling does blur are not decoded exactly: the test can tell the difference
+    sharp = torch.rand(k, 6, 1, 28, 28, dtype=torch.float64)
+    sharp_outs = torch.stack([f(sharp[i]) for i in range(k)])
+    with torch.no_grad():
+        sharp_parity = parity_models[0](code.encode(sharp)[0].flatten(1))
+    assert not torch.allclose(sharp_parity, code.target(sharp_outs)[0], atol=1e-3)
