@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from coders import CODES, CodingError, make_code
+from frontend.decode_policy import POLICIES, DecodePolicy
 from frontend.errors import ConfigError
 
 MODES = ("coded", "equal", "hedged", "none")
@@ -58,7 +59,10 @@ class FrontendConfig:
     group_timeout_ms: float = 20.0
     hedge_delay_ms: float | None = None   # hedged mode: fixed delay; None: the percentile below
     hedge_percentile: float = 95.0
-    decode_grace_ms: float = 0.0   # 0: decode the moment it is possible (ParM); >0 trades latency for accuracy
+    decode_policy: str | None = None  # adaptive | eager | grace; None: grace if decode_grace_ms > 0, else adaptive
+    decode_grace_ms: float = 0.0   # grace policy: wait this long for the real output (never past the deadline)
+    decode_quantile: float = 95.0  # adaptive: an output is overdue past decode_slack x this latency percentile
+    decode_slack: float = 1.25     # ... of the worker it was sent to
     default_output: tuple[float, ...] | None = None
     max_pending: int = 4096
     max_queries_per_request: int = 1024
@@ -100,13 +104,32 @@ class FrontendConfig:
             raise ConfigError(f"hedge_percentile must be in (0, 100), got {self.hedge_percentile}")
         if self.mode == "hedged" and len(self.all_data_workers) < 2:
             raise ConfigError("hedged mode needs at least two replicas (--data plus --parity as extra replicas)")
-        if self.decode_grace_ms < 0:
-            raise ConfigError(f"decode_grace_ms must be >= 0, got {self.decode_grace_ms}")
+        self._check_decode_policy()
         if self.deadline_ms > self.max_deadline_ms:
             raise ConfigError(f"deadline_ms {self.deadline_ms} exceeds max_deadline_ms {self.max_deadline_ms}")
         for name in ("max_pending", "max_queries_per_request", "max_body_bytes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+    def _check_decode_policy(self) -> None:
+        if self.decode_policy is None:  # frozen: resolve the default once, here
+            object.__setattr__(self, "decode_policy", "grace" if self.decode_grace_ms > 0 else "adaptive")
+        if self.decode_policy not in POLICIES:
+            raise ConfigError(f"decode_policy must be one of {POLICIES}, got {self.decode_policy!r}")
+        if self.decode_grace_ms < 0:
+            raise ConfigError(f"decode_grace_ms must be >= 0, got {self.decode_grace_ms}")
+        if self.decode_grace_ms > 0 and self.decode_policy != "grace":
+            raise ConfigError(f"decode_grace_ms applies to the grace policy, not {self.decode_policy!r}")
+        if not 0 < self.decode_quantile < 100:
+            raise ConfigError(f"decode_quantile must be in (0, 100), got {self.decode_quantile}")
+        if self.decode_slack < 1:
+            raise ConfigError(f"decode_slack must be >= 1 (below 1 decodes outputs that are on time), "
+                              f"got {self.decode_slack}")
+
+    def decode(self) -> DecodePolicy:
+        """The decode policy these settings describe."""
+        assert self.decode_policy is not None
+        return DecodePolicy(self.decode_policy, self.decode_grace_ms / 1000, self.decode_quantile, self.decode_slack)
 
     @property
     def coded(self) -> bool:

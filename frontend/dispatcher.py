@@ -4,7 +4,8 @@ resolve the queries' futures. When every query is resolved the group cancels wha
 
 A data request that fails (worker crashed, error reply) is re-sent to another healthy worker
 until an output arrives or the group finishes; a client going away never cancels group work,
-since the other queries of the group may need that output to be decoded.
+since the other queries of the group may need that output to be decoded. When the group could
+decode, the DecodePolicy says when: at once, or once the missing output is overdue.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from coders import Code
+from frontend.decode_policy import DecodePolicy, MissingSlot, WorkerLatencies
 from frontend.errors import WorkerError
 from frontend.group import Delivery, Group
 from frontend.hedging import HedgePolicy, LatencyTracker
@@ -31,8 +33,9 @@ MAX_BACKOFF_S = 0.1
 
 class GroupRun:
     def __init__(self, pool: WorkerPool, code: Code | None, stats: Stats, backoff_s: float,
-                 on_finished: Callable[[GroupRun], None], decode_grace_s: float = 0.0,
-                 latency: LatencyTracker | None = None, hedge: HedgePolicy | None = None) -> None:
+                 on_finished: Callable[[GroupRun], None], policy: DecodePolicy | None = None,
+                 latency: LatencyTracker | None = None, hedge: HedgePolicy | None = None,
+                 latencies: WorkerLatencies | None = None) -> None:
         self.pool = pool
         self.code = code                      # None: uncoded modes
         self.stats = stats
@@ -45,8 +48,11 @@ class GroupRun:
         self.used_parity: set[WorkerClient] = set()
         self.tasks: set[asyncio.Task[Any]] = set()
         self.finished = False
-        self.decode_grace_s = decode_grace_s  # wait this long for the real output before decoding
+        self.policy = policy if policy is not None else DecodePolicy("eager")
+        self.latencies = latencies if latencies is not None else WorkerLatencies()  # per worker, shared
+        self.requests: dict[int, tuple[float, WorkerClient | None]] = {}  # slot -> (sent at, worker or None)
         self._decode_timer: asyncio.TimerHandle | None = None
+        self._waited = False                  # a decode was deferred by the policy
         self.latency = latency if latency is not None else LatencyTracker()  # an empty tracker is falsy
         self.hedge = hedge                    # hedged mode: re-send a slow query to another replica
 
@@ -102,10 +108,12 @@ class GroupRun:
         inputs = self.queries[slot].inputs[None]  # (1, *S)
         tried: set[WorkerClient] = set()
         attempt = 0
+        loop = asyncio.get_running_loop()
         while not self.finished:
             worker = self.pool.pick(self.pool.data, avoid=self.used | tried)
             if worker is not None:
                 self.used.add(worker)
+                self.requests[slot] = (loop.time(), worker)
                 t0 = time.perf_counter()
                 try:
                     out = await worker.infer(inputs)  # (1, C)
@@ -113,10 +121,19 @@ class GroupRun:
                     log.debug("slot %d: %s", slot, exc)
                     self.stats.worker_errors += 1
                     tried.add(worker)
+                except asyncio.CancelledError:
+                    # Abandoned (the group was answered without it): it took at least this long. Recording
+                    # the censored time keeps the worker's estimate from learning only its fast answers.
+                    self.latencies.record(worker, time.perf_counter() - t0)
+                    raise
                 else:
+                    elapsed = time.perf_counter() - t0
+                    self.latencies.record(worker, elapsed)
                     if record:
-                        self.latency.record(time.perf_counter() - t0)
+                        self.latency.record(elapsed)
                     return out[0]
+            self.requests[slot] = (loop.time(), None)  # nothing out for it: a decode need not wait
+            self._consider_decode()
             attempt += 1
             self.stats.retries += 1
             await asyncio.sleep(min(self.backoff_s * 2 ** min(attempt, 10), MAX_BACKOFF_S))
@@ -187,15 +204,40 @@ class GroupRun:
             self._deliver([Delivery(slot, output, degraded=False)])
             return
         self._deliver(self.group.add_output(slot, output, decode=False))
-        if self.group.can_decode() and self._decode_timer is None:
-            if self.decode_grace_s > 0:
-                loop = asyncio.get_running_loop()
-                self._decode_timer = loop.call_later(self.decode_grace_s, self._decode)
-            else:
-                self._decode()
+        self._consider_decode()
+
+    def _consider_decode(self) -> None:
+        """If the group could decode, do it now or set the timer for when the policy says."""
+        if self.group is None or self.finished or not self.group.can_decode():
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        at = self.policy.decode_at(now, self._missing(), self.latencies)
+        if at <= now:
+            self._decode()
+            return
+        if self._decode_timer is not None:
+            if abs(self._decode_timer.when() - at) < 1e-4:
+                return
+            self._decode_timer.cancel()
+        self._waited = True
+        self._decode_timer = loop.call_at(at, self._decode)
+
+    def _missing(self) -> list[MissingSlot]:
+        assert self.group is not None
+        out = []
+        for slot in range(self.group.n):
+            if slot not in self.group.answered:
+                sent_at, worker = self.requests.get(slot, (None, None))
+                down = worker is None or not worker.healthy
+                out.append(MissingSlot(sent_at, worker, down, self.queries[slot].deadline))
+        return out
 
     def _decode(self) -> None:
         assert self.group is not None
+        if self._decode_timer is not None:
+            self._decode_timer.cancel()
+            self._decode_timer = None
         t0 = time.perf_counter()
         deliveries = self.group.decode_now()
         if deliveries:
@@ -214,6 +256,9 @@ class GroupRun:
         self.finished = True
         if self._decode_timer is not None:
             self._decode_timer.cancel()
+            self.stats.decodes_avoided += 1  # the real outputs came in while the decode waited
+        elif self._waited:
+            self.stats.decodes_after_wait += 1
         for task in self.tasks:
             task.cancel()  # stragglers and an unneeded parity request; late outputs are dropped
         self.on_finished(self)

@@ -14,6 +14,7 @@ import numpy as np
 
 from coders import Code, make_code
 from frontend.config import FrontendConfig
+from frontend.decode_policy import WorkerLatencies
 from frontend.dispatcher import GroupRun
 from frontend.errors import DeadlineExceeded, NotReady, Overloaded, ShuttingDown
 from frontend.grouper import Grouper
@@ -38,6 +39,8 @@ class Service:
         self._leftover: set[asyncio.Task[Any]] = set()  # cancelled group tasks still unwinding
         self._monitor: asyncio.Task[None] | None = None
         self.latency = LatencyTracker()
+        self.latencies = WorkerLatencies()  # per worker: when is an output overdue (decode policy)
+        self.decode_policy = cfg.decode()
         self.hedge = HedgePolicy(self.latency, cfg.hedge_delay_ms, cfg.hedge_percentile) if cfg.mode == "hedged" else None
         self.metrics = Metrics(self)
         self.grouper = Grouper(cfg.k if cfg.coded else 1, cfg.group_timeout_ms / 1000, self._new_run)
@@ -149,7 +152,7 @@ class Service:
 
     def _new_run(self) -> GroupRun:
         run = GroupRun(self.pool, self.code, self.stats, self.cfg.retry_backoff_s, self._finished,
-                       decode_grace_s=self.cfg.decode_grace_ms / 1000, latency=self.latency, hedge=self.hedge)
+                       policy=self.decode_policy, latency=self.latency, hedge=self.hedge, latencies=self.latencies)
         self.runs.add(run)
         return run
 

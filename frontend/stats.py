@@ -21,6 +21,8 @@ class Stats:
     groups_coded: int = 0
     groups_partial: int = 0            # closed by the group timeout before k queries arrived
     groups_without_parity: int = 0     # full, but no healthy parity worker
+    decodes_avoided: int = 0           # a decode waited (decode policy) and the real output came in time
+    decodes_after_wait: int = 0        # a decode waited and then happened: the output was overdue
     encode_seconds: float = 0.0
     decode_seconds: float = 0.0
 

@@ -1,0 +1,77 @@
+"""The decode policy on real sockets: a healthy cluster with default settings answers exactly (the
+parity output often wins the race, and eager decoding would answer approximately); a real
+straggler is still decoded; no grace or deadline turns a decodable query into a 504."""
+from __future__ import annotations
+
+import numpy as np
+
+from frontend.config import FrontendConfig
+from tests.conftest import eventually, frontend, service_of, worker_servers
+from workers.model import load_model
+
+LINEAR = load_model("builtin:linear")
+PARITY = "builtin:linear:parity_k=2"
+JITTER = "delay:ms=10,dist=uniform"  # every worker healthy: 0-20 ms per request
+GROUPS = 150
+
+
+def coded(ws, **kw) -> FrontendConfig:
+    data, parity = ws[:2], ws[2:]
+    return FrontendConfig(data=tuple(("127.0.0.1", w.port) for w in data),
+                          parity=tuple(("127.0.0.1", w.port) for w in parity), k=2, code="sum", **kw)
+
+
+async def degraded_fraction(c, groups: int) -> float:
+    """Send one group (a request of k=2) at a time, so that every group is full and coded."""
+    await eventually(lambda: all(w.healthy for w in service_of(c).pool.parity))  # /ready needs data workers only
+    rng = np.random.default_rng(1)
+    degraded = 0
+    for _ in range(groups):
+        x = rng.random((2, 1, 28, 28), dtype=np.float32)
+        resp = await c.post("/predict", json={"inputs": x.tolist()})
+        body = await resp.json()
+        assert resp.status == 200, body
+        np.testing.assert_allclose(np.array(body["outputs"]), LINEAR.predict(x), rtol=1e-4, atol=1e-4)
+        degraded += sum(body["degraded"])
+    return degraded / (2 * groups)
+
+
+async def test_a_healthy_cluster_with_default_settings_answers_exactly() -> None:
+    async with worker_servers(["builtin:linear"] * 2 + [PARITY], fault_spec=JITTER) as ws:
+        async with frontend(coded(ws)) as c:  # defaults: the adaptive policy
+            assert service_of(c).cfg.decode_policy == "adaptive"
+            adaptive = await degraded_fraction(c, GROUPS)
+            stats = service_of(c).stats
+            assert stats.groups_coded == GROUPS and stats.decodes_avoided > 0  # the race was real, and waited out
+        async with frontend(coded(ws, decode_policy="eager")) as c:  # ParM's rule, on the same workers
+            eager = await degraded_fraction(c, GROUPS)
+    assert adaptive <= 0.01, adaptive
+    assert eager >= 0.1, eager  # without the policy the same healthy cluster answers approximately
+
+
+async def test_a_stalled_worker_is_still_decoded_by_the_adaptive_policy() -> None:
+    async with worker_servers(["builtin:linear"] * 2 + [PARITY], fault_spec=JITTER) as ws:
+        async with frontend(coded(ws, deadline_ms=2000)) as c:
+            await degraded_fraction(c, 30)  # the workers' latency estimates: 0-20 ms
+            ws[1].faults.set("stall")
+            x = np.random.default_rng(2).random((8, 1, 28, 28), dtype=np.float32)
+            resp = await c.post("/predict", json={"inputs": x.tolist()})
+            body = await resp.json()
+            assert resp.status == 200, body
+            assert sum(body["degraded"]) == 4  # one query of each group sat on the stalled worker
+            np.testing.assert_allclose(np.array(body["outputs"]), LINEAR.predict(x), rtol=1e-4, atol=1e-4)
+            assert service_of(c).stats.decodes_after_wait >= 4
+            ws[1].faults.set("none")
+
+
+async def test_a_grace_longer_than_the_deadline_decodes_before_it_instead_of_a_504() -> None:
+    async with worker_servers(["builtin:linear"] * 2 + [PARITY]) as ws:
+        async with frontend(coded(ws, decode_grace_ms=300)) as c:
+            assert service_of(c).cfg.decode_policy == "grace"
+            ws[1].faults.set("stall")
+            x = np.random.default_rng(3).random((2, 1, 28, 28), dtype=np.float32)
+            resp = await c.post("/predict", json={"inputs": x.tolist(), "deadline_ms": 150})
+            body = await resp.json()
+            assert resp.status == 200, body  # decoded at the deadline's margin, not failed at the deadline
+            assert sorted(body["degraded"]) == [False, True]
+            ws[1].faults.set("none")

@@ -1,0 +1,66 @@
+"""The decode policy as a table: when a decodable group decodes, per policy, per missing slot."""
+from __future__ import annotations
+
+import pytest
+
+from frontend.decode_policy import DEADLINE_MARGIN_S, MIN_SAMPLES, DecodePolicy, MissingSlot, WorkerLatencies
+
+NOW = 100.0
+FAR = NOW + 10.0  # a deadline that does not bind
+
+
+def latencies(**per_worker: float) -> WorkerLatencies:
+    """Each worker answered MIN_SAMPLES times in exactly that many seconds."""
+    lat = WorkerLatencies()
+    for worker, seconds in per_worker.items():
+        for _ in range(MIN_SAMPLES):
+            lat.record(worker, seconds)
+    return lat
+
+
+def slot(sent_at: float | None = NOW - 0.005, worker: str | None = "a", down: bool = False,
+         deadline: float = FAR) -> MissingSlot:
+    return MissingSlot(sent_at, worker, down, deadline)
+
+
+ADAPTIVE = DecodePolicy("adaptive", quantile=95, slack=1.25)
+
+
+@pytest.mark.parametrize("policy, missing, lat, want", [
+    # eager (ParM): at once, whatever is missing
+    (DecodePolicy("eager"), [slot()], latencies(a=0.010), NOW),
+    # grace: a fixed wait from now, but never past the deadline's margin
+    (DecodePolicy("grace", grace_s=0.3), [slot()], latencies(), NOW + 0.3),
+    (DecodePolicy("grace", grace_s=0.3), [slot(deadline=NOW + 0.15)], latencies(), NOW + 0.15 - DEADLINE_MARGIN_S),
+    # adaptive: sent 5 ms ago to a worker that takes 10 ms: overdue 12.5 ms after sending
+    (ADAPTIVE, [slot()], latencies(a=0.010), NOW - 0.005 + 0.0125),
+    # a worker that is known down, or no request out: at once
+    (ADAPTIVE, [slot(down=True)], latencies(a=0.010), NOW),
+    (ADAPTIVE, [slot(sent_at=None, worker=None)], latencies(a=0.010), NOW),
+    # already overdue: at once (a time in the past)
+    (ADAPTIVE, [slot(sent_at=NOW - 1.0)], latencies(a=0.010), NOW),
+    # a slow worker's own estimate, not the cluster's, decides
+    (ADAPTIVE, [slot(worker="b")], latencies(a=0.010, b=0.100), NOW - 0.005 + 0.125),
+    # two missing (r=2): when the later one is overdue too
+    (ADAPTIVE, [slot(), slot(worker="b")], latencies(a=0.010, b=0.100), NOW - 0.005 + 0.125),
+    # the deadline caps the wait: a query is decoded, never turned into a 504 by waiting
+    (ADAPTIVE, [slot(worker="b", deadline=NOW + 0.05)], latencies(a=0.010, b=0.100), NOW + 0.05 - DEADLINE_MARGIN_S),
+    # nothing measured yet: the fallback wait
+    (ADAPTIVE, [slot()], WorkerLatencies(), NOW - 0.005 + ADAPTIVE.fallback_s),
+])
+def test_decode_time(policy: DecodePolicy, missing: list[MissingSlot], lat: WorkerLatencies, want: float) -> None:
+    assert max(policy.decode_at(NOW, missing, lat), NOW) == pytest.approx(want)
+
+
+def test_a_new_worker_borrows_the_cluster_estimate_until_it_has_its_own() -> None:
+    lat = latencies(a=0.010)
+    lat.record("new", 0.5)  # one sample: not yet its own estimate
+    assert ADAPTIVE.overdue_after(lat, "new") == pytest.approx(1.25 * lat.all.percentile(95))
+    for _ in range(MIN_SAMPLES):
+        lat.record("new", 0.5)
+    assert ADAPTIVE.overdue_after(lat, "new") == pytest.approx(1.25 * 0.5)
+
+
+def test_unknown_policy_is_refused() -> None:
+    with pytest.raises(ValueError, match="adaptive"):
+        DecodePolicy("sometimes")
