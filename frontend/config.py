@@ -4,6 +4,7 @@ Mirrored one to one by ``parm serve``'s flags (frontend/commands.py).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from coders import CODES, CodingError, make_code
@@ -116,6 +117,10 @@ class FrontendConfig:
             object.__setattr__(self, "decode_policy", "grace" if self.decode_grace_ms > 0 else "adaptive")
         if self.decode_policy not in POLICIES:
             raise ConfigError(f"decode_policy must be one of {POLICIES}, got {self.decode_policy!r}")
+        if self.default_output is not None and not (
+                self.default_output and all(math.isfinite(v) for v in self.default_output)):
+            # its length is checked against the model's outputs once a worker reports them (Service)
+            raise ConfigError(f"default_output must be one or more finite numbers, got {list(self.default_output)}")
         if self.decode_grace_ms < 0:
             raise ConfigError(f"decode_grace_ms must be >= 0, got {self.decode_grace_ms}")
         if self.decode_grace_ms > 0 and self.decode_policy != "grace":

@@ -5,12 +5,12 @@ msgpack (``application/msgpack``; inputs may then also be a tensor map {dtype, s
 Each query is a nested list of the model's input shape, or flat with as many numbers.
 The answer, in the request's format: {"outputs": [[...], ...], "degraded": [bool, ...],
 "default": [bool, ...]}. Non-finite inputs are refused: a NaN inside a coded group would spread
-through the parity query into the decoded answers of other clients' queries.
+through the parity query into the decoded answers of other clients' queries. Bodies are decoded by
+frontend.bodies (orjson, msgpack within limits), so no input can make a parser recurse into a 500.
 """
 from __future__ import annotations
 
 import hmac
-import json
 import math
 from typing import Any
 
@@ -18,6 +18,7 @@ import msgpack
 import numpy as np
 from aiohttp import web
 
+from frontend.bodies import brief, describe, loads_json, loads_msgpack, parse_off_loop, tensor_map
 from frontend.errors import (
     BadRequest,
     NotReady,
@@ -29,7 +30,7 @@ from frontend.errors import (
 )
 from frontend.query import Answer
 from frontend.service import Service
-from workers.protocol import ProtocolError, decode_tensor, encode_tensor
+from workers.protocol import encode_tensor
 
 SERVICE: web.AppKey[Service] = web.AppKey("service", Service)
 JSON_TYPES = ("application/json",)
@@ -38,12 +39,13 @@ MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack", "application/vn
 
 async def predict(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
-    body, use_msgpack = await _read_body(request)
+    raw, use_msgpack = await _read_body(request)
     shape = service.input_shape()
     if shape is None:
         raise NotReady("no healthy data worker yet: the model's input shape is unknown")
-    inputs = _parse_inputs(body, shape, service.cfg.max_queries_per_request)
-    deadline = _parse_deadline(body, request, service.cfg.max_deadline_ms)
+    cfg, query_deadline = service.cfg, request.query.get("deadline_ms")
+    inputs, deadline = await parse_off_loop(len(raw), lambda: _parse_request(
+        raw, use_msgpack, shape, cfg.max_queries_per_request, query_deadline, cfg.max_deadline_ms))
     answers = await service.submit(inputs, deadline)
     return _respond(answers, use_msgpack)
 
@@ -101,7 +103,8 @@ async def errors_middleware(request: web.Request, handler: Any) -> web.StreamRes
                                  headers={k: v for k, v in exc.headers.items() if k == "Allow"})
 
 
-async def _read_body(request: web.Request) -> tuple[dict[str, Any], bool]:
+async def _read_body(request: web.Request) -> tuple[bytes, bool]:
+    """-> (the raw body, whether it is msgpack); 415 or 413 otherwise."""
     ctype = request.content_type
     if ctype not in JSON_TYPES + MSGPACK_TYPES:
         raise UnsupportedMediaType(f"content type {ctype!r} not supported; use application/json or application/msgpack")
@@ -109,14 +112,18 @@ async def _read_body(request: web.Request) -> tuple[dict[str, Any], bool]:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge as exc:
         raise PayloadTooLarge(f"request body over the limit of {request.app[SERVICE].cfg.max_body_bytes} bytes") from exc
-    use_msgpack = ctype in MSGPACK_TYPES
-    try:
-        body = msgpack.unpackb(raw, raw=False) if use_msgpack else json.loads(raw)
-    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
-        raise BadRequest(f"malformed {'msgpack' if use_msgpack else 'JSON'} body: {exc}") from exc
+    return raw, ctype in MSGPACK_TYPES
+
+
+def _parse_request(raw: bytes, use_msgpack: bool, shape: tuple[int, ...], max_queries: int,
+                   query_deadline: str | None, max_deadline_ms: float) -> tuple[np.ndarray, float | None]:
+    """A whole /predict body -> (inputs, deadline_ms). Pure (touches neither request nor service),
+    so a big body can be parsed in a thread; the parsed lists are also freed there."""
+    body = loads_msgpack(raw) if use_msgpack else loads_json(raw)
     if not isinstance(body, dict) or "inputs" not in body:
         raise BadRequest('body must be a map with an "inputs" field: {"inputs": [query, ...]}')
-    return body, use_msgpack
+    inputs = _parse_inputs(body, shape, max_queries)
+    return inputs, parse_deadline(body.get("deadline_ms", query_deadline), max_deadline_ms)
 
 
 def _parse_inputs(body: dict[str, Any], shape: tuple[int, ...], max_queries: int) -> np.ndarray:
@@ -124,9 +131,9 @@ def _parse_inputs(body: dict[str, Any], shape: tuple[int, ...], max_queries: int
     raw = body["inputs"]
     try:
         with np.errstate(over="ignore", invalid="ignore"):  # huge numbers become inf, refused just below
-            arr = decode_tensor(raw).astype(np.float32) if isinstance(raw, dict) else np.asarray(raw, dtype=np.float32)
-    except (ValueError, TypeError, ProtocolError) as exc:
-        raise BadRequest(f'"inputs" is not a rectangular array of numbers: {exc}') from exc
+            arr = tensor_map(raw).astype(np.float32) if isinstance(raw, dict) else np.asarray(raw, dtype=np.float32)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise BadRequest(f'"inputs" is not a rectangular array of numbers: {brief(exc)}') from None
     return validate_queries(arr, shape, max_queries)
 
 
@@ -145,10 +152,6 @@ def validate_queries(arr: np.ndarray, shape: tuple[int, ...], max_queries: int) 
     return np.ascontiguousarray(arr.reshape(arr.shape[0], *shape), dtype=np.float32)
 
 
-def _parse_deadline(body: dict[str, Any], request: web.Request, max_ms: float) -> float | None:
-    return parse_deadline(body.get("deadline_ms", request.query.get("deadline_ms")), max_ms)
-
-
 def parse_deadline(value: Any, max_ms: float) -> float | None:
     """An optional per-request deadline in ms -> float, or BadRequest."""
     if value is None:
@@ -157,8 +160,8 @@ def parse_deadline(value: Any, max_ms: float) -> float | None:
         raise BadRequest(f"deadline_ms must be a number, got {value!r}")
     try:
         ms = float(value)
-    except (TypeError, ValueError):
-        raise BadRequest(f"deadline_ms must be a number, got {value!r}") from None
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an integer past float's range
+        raise BadRequest(f"deadline_ms must be a number, got {describe(value)}") from None
     if not 0 < ms <= max_ms:
         raise BadRequest(f"deadline_ms must be in (0, {max_ms:g}], got {ms:g}")
     return ms

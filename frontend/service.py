@@ -2,7 +2,8 @@
 
 ``submit`` turns a request's rows into Queries (each with its own future and deadline timer),
 hands them to the Grouper, and waits for their answers. ``pending`` counts accepted queries
-without an answer; it returns to zero whatever happens to workers or clients.
+without an answer; it returns to zero whatever happens to workers or clients. A --default-output
+whose length differs from the model's outputs keeps the service unready (``not_ready_reason``).
 """
 from __future__ import annotations
 
@@ -38,6 +39,8 @@ class Service:
         self.accepting = True
         self._leftover: set[asyncio.Task[Any]] = set()  # cancelled group tasks still unwinding
         self._monitor: asyncio.Task[None] | None = None
+        self._answer_size: int | None = None    # outputs per query, as the last real answer had them
+        self._reported: str | None = None       # the not-ready reason last logged
         self.latency = LatencyTracker()
         self.latencies = WorkerLatencies()  # per worker: when is an output overdue (decode policy)
         self.decode_policy = cfg.decode()
@@ -76,25 +79,53 @@ class Service:
     async def _monitor_loop(self) -> None:
         while True:
             self.pool.check_agreement()
+            self._log_default_problem()
             await asyncio.sleep(min(self.cfg.health_interval_s, 0.5))
+
+    def _log_default_problem(self) -> None:
+        """A misconfiguration the operator must fix: logged once (at error level) when found."""
+        problem = self.default_output_problem()
+        if problem is not None and problem != self._reported:
+            log.error("not ready: %s", problem)
+        self._reported = problem
 
     # -- state ----------------------------------------------------------------------------
 
     def input_shape(self) -> tuple[int, ...] | None:
         return self.pool.input_shape()
 
+    def output_size(self) -> int | None:
+        """Outputs per query: as a healthy data worker reports it, else as real answers had it."""
+        return self.pool.output_size() or self._answer_size
+
+    def default_output_problem(self) -> str | None:
+        """Why --default-output cannot be used with this model (its length differs), or None."""
+        default, size = self.cfg.default_output, self.output_size()
+        if default is None or size is None or len(default) == size:
+            return None
+        return (f"--default-output has {len(default)} values but the model outputs {size} per query; "
+                f"give {size} values (or none, to answer 504 at the deadline)")
+
+    def not_ready_reason(self) -> str | None:
+        if not self.accepting:
+            return "the server is shutting down"
+        if self.input_shape() is None:
+            return "no healthy data worker yet: the model's input shape is unknown"
+        return self.default_output_problem()
+
     def ready(self) -> bool:
-        return self.accepting and self.input_shape() is not None
+        return self.not_ready_reason() is None
 
     def readiness(self) -> dict[str, Any]:
         parity_ok = any(w.healthy for w in self.pool.parity)
-        return {"ready": self.ready(), "mode": self.cfg.mode, "k": self.cfg.k,
+        reason = self.not_ready_reason()
+        return {"ready": reason is None, "reason": reason, "mode": self.cfg.mode, "k": self.cfg.k,
                 "r": self.cfg.r if self.cfg.coded else None, "code": self.cfg.code if self.cfg.coded else None,
                 "coded": self.cfg.coded and parity_ok,
                 "healthy_data_workers": sum(w.healthy for w in self.pool.data),
                 "healthy_parity_workers": sum(w.healthy for w in self.pool.parity),
                 "parity_served": self.pool.parity_served() if self.cfg.coded else None,
-                "input_shape": list(self.input_shape() or []) or None,
+                "input_shape": list(self.input_shape() or []) or None, "output_size": self.output_size(),
                 "pending": self.pending, "workers": self.pool.summary()}
 
     # -- the serving path ---------------------------------------------------------------
@@ -107,8 +138,9 @@ class Service:
         """
         if not self.accepting:
             raise ShuttingDown("the server is shutting down")
-        if not self.ready():
-            raise NotReady("no healthy data worker yet")
+        reason = self.not_ready_reason()
+        if reason is not None:
+            raise NotReady(reason)
         n = len(inputs)
         if self.pending + n > self.cfg.max_pending:
             self.stats.rejected_overload += 1
@@ -123,10 +155,27 @@ class Service:
         if missed:
             exc = next(q.future.exception() for q in queries if q.future.exception() is not None)
             if isinstance(exc, DeadlineExceeded):
-                raise DeadlineExceeded(f"{missed} of {n} queries had no answer within the deadline "
-                                       f"of {(deadline_ms or self.cfg.deadline_ms):g} ms", missed=missed)
+                raise self._missed(missed, n, deadline_ms)
             raise exc  # type: ignore[misc]
-        return [q.future.result() for q in queries]
+        answers = [q.future.result() for q in queries]
+        self._check_defaults_fit(answers, deadline_ms)
+        return answers
+
+    def _missed(self, missed: int, n: int, deadline_ms: float | None) -> DeadlineExceeded:
+        ms = deadline_ms or self.cfg.deadline_ms
+        text = f"{missed} of {n} queries had no answer within the deadline of {ms:g} ms"
+        problem = self.default_output_problem()
+        return DeadlineExceeded(f"{text} (no default output given: {problem})" if problem else text, missed=missed)
+
+    def _check_defaults_fit(self, answers: list[Answer], deadline_ms: float | None) -> None:
+        """A default given before the output size was known may not fit the real answers beside it:
+        those queries missed their deadline with no usable default (504, never a broken stack)."""
+        if len({a.output.shape for a in answers}) == 1:
+            return
+        missed = sum(a.default for a in answers)
+        if not missed:  # no default involved: data workers whose models disagree (the pool refuses them)
+            raise NotReady("data workers answered with different output sizes")
+        raise self._missed(missed, len(answers), deadline_ms)
 
     def _accept(self, row: np.ndarray, deadline: float, loop: asyncio.AbstractEventLoop) -> Query:
         q = Query(inputs=row, deadline=deadline, future=loop.create_future())
@@ -141,10 +190,13 @@ class Service:
         timer.cancel()
         self.pending -= 1
         if future.exception() is None:
-            self.metrics.observe_query(seconds, future.result().degraded)
+            answer = future.result()
+            self.metrics.observe_query(seconds, answer.degraded)
+            if not answer.default:  # how the service learns the output size of workers that do not report it
+                self._answer_size = int(answer.output.size)
 
     def _expire(self, q: Query) -> None:
-        if self.cfg.default_output is not None:
+        if self.cfg.default_output is not None and self.default_output_problem() is None:
             if q.answer(Answer(np.asarray(self.cfg.default_output, np.float32), default=True)):
                 self.stats.defaulted += 1
         elif q.fail(DeadlineExceeded("no answer within the deadline")):

@@ -11,12 +11,14 @@ answer is reported in the response's parameters: {"degraded": true, "degraded_co
 from __future__ import annotations
 
 import json
-from typing import Any
+import math
+from typing import Any, NamedTuple
 
 import numpy as np
 from aiohttp import web
 
-from frontend.errors import BadRequest, NotReady, ServingError
+from frontend.bodies import brief, describe, loads_json, parse_off_loop, shape_size
+from frontend.errors import BadRequest, NotReady, PayloadTooLarge, ServingError
 from frontend.handlers import SERVICE, parse_deadline, validate_queries
 from frontend.query import Answer
 
@@ -70,17 +72,32 @@ async def model_metadata(request: web.Request) -> web.Response:
         "outputs": [{"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1, classes if classes else -1]}]})
 
 
+class InferRequest(NamedTuple):
+    inputs: np.ndarray              # (N, *shape) float32, validated
+    deadline_ms: float | None
+    id: str | None                  # echoed in the answer
+    binary_output: bool
+
+
 async def infer(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     shape = _model_shape(request)
-    header, binary = await _read(request)
-    arr = _input_array(header, binary)
-    inputs = validate_queries(arr, shape, service.cfg.max_queries_per_request)
-    params = header.get("parameters") or {}
-    deadline = parse_deadline(params.get("deadline_ms") if isinstance(params, dict) else None,
-                              service.cfg.max_deadline_ms)
-    answers = await service.submit(inputs, deadline)
-    return _respond(request, header, answers)
+    raw, length, cfg = await request.read(), request.headers.get(HEADER_LENGTH), service.cfg
+    req = await parse_off_loop(len(raw), lambda: _parse_infer(
+        raw, length, shape, cfg.max_queries_per_request, cfg.max_deadline_ms))
+    answers = await service.submit(req.inputs, req.deadline_ms)
+    return _respond(request, req, answers)
+
+
+def _parse_infer(raw: bytes, length: str | None, shape: tuple[int, ...], max_queries: int,
+                 max_deadline_ms: float) -> InferRequest:
+    """A whole inference request -> what serving it needs; every check made before any work is
+    done. Pure, so a big body can be parsed in a thread (its parsed lists are freed there too)."""
+    header, binary = _split(raw, length)
+    arr = _input_array(header, binary, max_elements=max_queries * math.prod(shape))
+    inputs = validate_queries(arr, shape, max_queries)
+    deadline = parse_deadline(_parameters(header, "request").get("deadline_ms"), max_deadline_ms)
+    return InferRequest(inputs, deadline, header.get("id"), _wants_binary(header))
 
 
 def _model_shape(request: web.Request) -> tuple[int, ...]:
@@ -99,55 +116,95 @@ def _check_model(request: web.Request) -> None:
         raise ModelNotFound(f"unknown model {name!r}; this server serves {expected!r}")
 
 
-async def _read(request: web.Request) -> tuple[dict[str, Any], bytes]:
+def _split(raw: bytes, length: str | None) -> tuple[dict[str, Any], memoryview]:
     """-> (JSON header, the binary tail of Triton's binary data extension, possibly empty)."""
-    raw = await request.read()
-    length = request.headers.get(HEADER_LENGTH)
-    try:
-        cut = int(length) if length is not None else len(raw)
-    except ValueError:
-        raise BadRequest(f"{HEADER_LENGTH} must be an integer, got {length!r}") from None
-    if not 0 <= cut <= len(raw):
-        raise BadRequest(f"{HEADER_LENGTH} {cut} is outside the body of {len(raw)} bytes")
-    try:
-        header = json.loads(raw[:cut])
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"malformed JSON inference request: {exc}") from exc
+    cut = _header_length(length, len(raw))
+    view = memoryview(raw)  # slices without copying a body of up to 16 MB
+    header = loads_json(view[:cut], "JSON inference request")
     if not isinstance(header, dict) or not isinstance(header.get("inputs"), list) or len(header["inputs"]) != 1:
         raise BadRequest('an inference request needs "inputs": [one tensor] (this model has one input)')
-    return header, raw[cut:]
+    if "id" in header and not isinstance(header["id"], str):  # echoed in the answer: a string, as V2 says
+        raise BadRequest(f"the request id must be a string, got {describe(header['id'])}")
+    return header, view[cut:]
 
 
-def _input_array(header: dict[str, Any], binary: bytes) -> np.ndarray:
-    """The single V2 input tensor -> numpy array of its declared shape."""
+def _header_length(value: str | None, body_bytes: int) -> int:
+    """Inference-Header-Content-Length -> where the JSON header ends (the whole body without it)."""
+    if value is None:
+        return body_bytes
+    text = value.strip()
+    # only plain digits: int() would also take "+5", "1_0" and thousands of digits
+    if not (text.isascii() and text.isdigit() and len(text) <= 20):
+        raise BadRequest(f"{HEADER_LENGTH} must be a non-negative integer, got {describe(value)}")
+    if int(text) > body_bytes:
+        raise BadRequest(f"{HEADER_LENGTH} {int(text)} is past the end of the body of {body_bytes} bytes")
+    return int(text)
+
+
+def _parameters(obj: dict[str, Any], what: str) -> dict[str, Any]:
+    """A V2 "parameters" field: absent or an object."""
+    params = obj.get("parameters")
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise BadRequest(f"{what} parameters must be an object, got {describe(params)}")
+    return params
+
+
+def _input_array(header: dict[str, Any], binary: memoryview, max_elements: int) -> np.ndarray:
+    """The single V2 input tensor -> numpy array of its declared shape. Shape, datatype, data and
+    binary_data_size must all agree: 400 naming the two that do not, 413 for a shape over the limit."""
     tensor = header["inputs"][0]
     if not isinstance(tensor, dict):
         raise BadRequest("an input tensor must be an object with name, shape, datatype and data")
-    dtype = V2_DTYPES.get(tensor.get("datatype"))
-    shape = tensor.get("shape")
+    datatype = tensor.get("datatype")
+    dtype = V2_DTYPES.get(datatype) if isinstance(datatype, str) else None
     if dtype is None:
-        raise BadRequest(f"datatype {tensor.get('datatype')!r} not supported; use one of {', '.join(V2_DTYPES)}")
-    if not isinstance(shape, list) or not shape or not all(isinstance(d, int) and d >= 0 for d in shape):
-        raise BadRequest(f"input shape {shape!r} must be a non-empty list of non-negative integers")
-    size = int(np.prod(shape))
-    params = tensor.get("parameters") or {}
-    if isinstance(params, dict) and "binary_data_size" in params:
-        nbytes = params["binary_data_size"]
-        if nbytes != len(binary) or nbytes != size * np.dtype(dtype).itemsize:
-            raise BadRequest(f"binary_data_size {nbytes} does not match shape {shape} of {tensor['datatype']} "
-                             f"({size * np.dtype(dtype).itemsize} bytes) or the {len(binary)} bytes sent")
-        flat = np.frombuffer(binary, dtype=np.dtype(dtype).newbyteorder("<"))
+        raise BadRequest(f"datatype {describe(datatype)} not supported; use one of {', '.join(V2_DTYPES)}")
+    shape = tensor.get("shape")
+    if not isinstance(shape, list) or not shape:
+        raise BadRequest(f"input shape {describe(shape)} must be a non-empty list of non-negative integers")
+    size = shape_size(shape, "input shape")
+    if size > max_elements:
+        raise PayloadTooLarge(f"input shape {describe(shape)} has {size} elements; a request takes at most "
+                              f"{max_elements}")
+    params = _parameters(tensor, "input")
+    if "binary_data_size" in params:
+        flat = _binary_data(params["binary_data_size"], binary, dtype, datatype, shape, size)
+    elif binary:
+        raise BadRequest(f"{len(binary)} bytes of binary data follow the header, but the input has no "
+                         "binary_data_size parameter")
     else:
-        try:
-            flat = np.asarray(tensor.get("data"), dtype=dtype).reshape(-1)
-        except (ValueError, TypeError) as exc:
-            raise BadRequest(f"input data is not a list of {tensor['datatype']} numbers: {exc}") from exc
-        if flat.size != size:
-            raise BadRequest(f"input data has {flat.size} elements, shape {shape} needs {size}")
+        flat = _json_data(tensor.get("data"), dtype, datatype, shape, size)
     return flat.reshape(shape).astype(np.float32)
 
 
-def _respond(request: web.Request, header: dict[str, Any], answers: list[Answer]) -> web.Response:
+def _binary_data(nbytes: Any, binary: memoryview, dtype: type, datatype: str, shape: list[int], size: int) -> np.ndarray:
+    if not isinstance(nbytes, int) or isinstance(nbytes, bool) or nbytes < 0:
+        raise BadRequest(f"binary_data_size must be a non-negative integer, got {describe(nbytes)}")
+    needed = size * np.dtype(dtype).itemsize
+    if nbytes != needed:
+        raise BadRequest(f"binary_data_size {nbytes} does not match shape {describe(shape)} of {datatype} "
+                         f"({needed} bytes)")
+    if nbytes != len(binary):
+        raise BadRequest(f"binary_data_size {nbytes} does not match the {len(binary)} bytes sent after the header")
+    return np.frombuffer(binary, dtype=np.dtype(dtype).newbyteorder("<"))
+
+
+def _json_data(data: Any, dtype: type, datatype: str, shape: list[int], size: int) -> np.ndarray:
+    if not isinstance(data, list):
+        raise BadRequest(f"input data must be a list of {datatype} numbers (or binary), got {type(data).__name__}")
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):  # FP16 overflow becomes inf, refused later
+            flat = np.asarray(data, dtype=dtype).reshape(-1)
+    except (ValueError, TypeError, OverflowError) as exc:  # OverflowError: 300 as INT8, 2**70 as INT64
+        raise BadRequest(f"input data is not a list of {datatype} numbers: {brief(exc)}") from None
+    if flat.size != size:
+        raise BadRequest(f"input data has {flat.size} elements, shape {describe(shape)} needs {size}")
+    return flat
+
+
+def _respond(request: web.Request, req: InferRequest, answers: list[Answer]) -> web.Response:
     outputs = np.stack([a.output for a in answers]).astype(np.float32)  # (N, C)
     degraded = [i for i, a in enumerate(answers) if a.degraded]
     params: dict[str, Any] = {"degraded": bool(degraded), "degraded_count": len(degraded),
@@ -158,9 +215,9 @@ def _respond(request: web.Request, header: dict[str, Any], answers: list[Answer]
     out: dict[str, Any] = {"name": OUTPUT_NAME, "datatype": "FP32", "shape": list(outputs.shape)}
     body: dict[str, Any] = {"model_name": request.app[SERVICE].cfg.model_name, "model_version": "1",
                             "parameters": params, "outputs": [out]}
-    if "id" in header:
-        body["id"] = header["id"]
-    if not _wants_binary(header):
+    if req.id is not None:
+        body["id"] = req.id
+    if not req.binary_output:
         out["data"] = outputs.reshape(-1).tolist()
         return web.json_response(body)
     data = outputs.astype("<f4").tobytes()
@@ -171,8 +228,12 @@ def _respond(request: web.Request, header: dict[str, Any], answers: list[Answer]
 
 
 def _wants_binary(header: dict[str, Any]) -> bool:
-    params = header.get("parameters") or {}
-    if isinstance(params, dict) and params.get("binary_data_output"):
+    """Binary output when the request asks for it, for all outputs or for one."""
+    if _parameters(header, "request").get("binary_data_output"):
         return True
-    outs = header.get("outputs") or []
-    return any(isinstance(o, dict) and (o.get("parameters") or {}).get("binary_data") for o in outs)
+    outs = header.get("outputs")
+    if outs is None:
+        return False
+    if not isinstance(outs, list) or not all(isinstance(o, dict) for o in outs):
+        raise BadRequest(f"outputs must be a list of objects, got {describe(outs)}")
+    return any(_parameters(o, "output").get("binary_data") for o in outs)

@@ -76,6 +76,49 @@ async def test_default_output_at_the_deadline_is_flagged(addr) -> None:
         ws[0].faults.set("none")
 
 
+async def test_default_output_of_the_wrong_size_keeps_the_frontend_unready(addr) -> None:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from frontend.app import create_app
+
+    async with worker_servers(["builtin:linear"]) as ws:  # 10 outputs per query; the default has 3
+        c = TestClient(TestServer(create_app(cfg(addr(ws), default_output=(0.0,) * 3, health_interval_s=0.05))))
+        await c.start_server()
+        try:
+            await eventually(lambda: service_of(c).pool.data[0].healthy)
+            resp = await c.get("/ready")
+            ready = await resp.json()
+            assert resp.status == 503 and not ready["ready"] and ready["output_size"] == 10, ready
+            assert "--default-output has 3 values" in ready["reason"] and "10" in ready["reason"], ready
+            for path, body in (("/predict", {"inputs": images(1).tolist()}),
+                               ("/v2/models/parm/infer", {"inputs": [{"name": "x", "shape": [1, 784],
+                                                                      "datatype": "FP32", "data": [0.0] * 784}]})):
+                resp = await c.post(path, json=body)
+                payload = await resp.json()
+                assert resp.status == 503 and payload["code"] == "not_ready", payload
+                assert "--default-output has 3 values" in payload["error"], payload
+            assert service_of(c).stats.queries == 0
+        finally:
+            await c.close()
+
+
+async def test_a_default_output_that_does_not_fit_the_answers_is_never_a_500(addr) -> None:
+    # workers that do not report their output size (like some V2 servers): the frontend learns it
+    # from the answers; a request mixing real answers and a default of another size is a 504
+    async with worker_servers(["builtin:linear"] * 2) as ws:
+        for w in ws:
+            w.model.info.pop("num_classes", None)
+        async with frontend(cfg(addr(ws), mode="equal", k=1, default_output=(0.0,) * 3, deadline_ms=300)) as c:
+            ws[1].faults.set("stall")
+            resp = await c.post("/predict", json={"inputs": images(4).tolist()})
+            payload = await resp.json()
+            assert resp.status == 504 and payload["code"] == "deadline_exceeded", payload
+            assert "--default-output has 3 values" in payload["error"], payload
+            ready = await (await c.get("/ready")).json()
+            assert not ready["ready"] and ready["output_size"] == 10 and "--default-output" in ready["reason"]
+            ws[1].faults.set("none")
+
+
 async def test_crashed_worker_queries_are_redispatched(addr) -> None:
     async with worker_servers(["builtin:linear"] * 2) as ws, frontend(cfg(addr(ws), mode="equal", k=2)) as c:
         ws[0].faults.set("drop")  # every request on it loses its connection
