@@ -75,6 +75,9 @@ class FrontendConfig:
     connect_timeout_s: float = 2.0
     retry_backoff_s: float = 0.005
     extra: dict[str, str] = field(default_factory=dict, compare=False)
+    # the declared model: data workers must serve this model_id, parity workers be trained for it (base_id);
+    # None: the model most connected data workers serve (frontend.agreement)
+    model_id: str | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

@@ -4,28 +4,30 @@ Choice is least-loaded (fewest requests in flight) among healthy workers, ties b
 round-robin, and a group's data queries avoid workers already holding another query of the same
 group, so one slow worker rarely costs a group two outputs (which one parity cannot rebuild).
 With r >= 2 learned parity models, parity slot k+l goes only to workers running parity model l.
+Which workers agree with the deployment's model is frontend.agreement's to judge.
 """
 from __future__ import annotations
 
 import itertools
-import logging
 from collections.abc import Iterable
 from typing import Any
 
+from frontend.agreement import Agreement, parity_index
 from frontend.config import Address, FrontendConfig
+from frontend.worker_api import Worker
 from frontend.worker_client import WorkerClient
 
-log = logging.getLogger(__name__)
+__all__ = ["WorkerPool", "make_client", "parity_index"]  # parity_index: re-exported for callers
 
 
-def make_client(address: Address, role: str, cfg: FrontendConfig) -> WorkerClient:
+def make_client(address: Address, role: str, cfg: FrontendConfig) -> Worker:
     """A client for a parm worker (host, port), or for a V2 server ("v2+http://host:port/model")."""
     opts = {"connect_timeout_s": cfg.connect_timeout_s, "health_interval_s": cfg.health_interval_s,
             "health_timeout_s": cfg.health_timeout_s}
     if isinstance(address, str):
         from frontend.v2_worker import V2WorkerClient  # aiohttp client only where V2 workers are used
 
-        return V2WorkerClient(address, role, **opts)  # type: ignore[return-value]
+        return V2WorkerClient(address, role, **opts)
     return WorkerClient(address[0], address[1], role, secret=cfg.worker_secret, **opts)
 
 
@@ -35,9 +37,12 @@ class WorkerPool:
         self.data = [make_client(a, "data", cfg) for a in cfg.all_data_workers]
         self.parity = [make_client(a, "parity", cfg) for a in (cfg.parity if cfg.coded else ())]
         self._rr = itertools.count()
+        self.agreement = Agreement(cfg.k, cfg.r, cfg.code, declared=cfg.model_id)
+        for w in self.all:
+            w.on_change = self.check_agreement  # judged as soon as a worker reports (or loses) its model
 
     @property
-    def all(self) -> list[WorkerClient]:
+    def all(self) -> list[Worker]:
         return self.data + self.parity
 
     def start(self) -> None:
@@ -48,7 +53,7 @@ class WorkerPool:
         for w in self.all:
             await w.close()
 
-    def pick(self, workers: list[WorkerClient], avoid: Iterable[WorkerClient] = ()) -> WorkerClient | None:
+    def pick(self, workers: list[Worker], avoid: Iterable[Worker] = ()) -> Worker | None:
         """Least-loaded healthy worker, preferring those not in ``avoid``; None if none is healthy."""
         healthy = [w for w in workers if w.healthy]
         if not healthy:
@@ -59,7 +64,7 @@ class WorkerPool:
         rotated = fresh[start:] + fresh[:start]
         return min(rotated, key=lambda w: w.in_flight)
 
-    def parity_for(self, index: int) -> list[WorkerClient]:
+    def parity_for(self, index: int) -> list[Worker]:
         """The parity workers that may serve parity ``index`` (slot k + index): a learned parity
         model serves only the index it was trained for; a base model (Berrut) serves any."""
         return [w for w in self.parity if parity_index(w.info) in (None, index)]
@@ -85,53 +90,17 @@ class WorkerPool:
         return None
 
     def check_agreement(self) -> None:
-        """Refuse workers whose model disagrees with the first data worker's (shape, identity),
-        and parity workers whose parity model was trained for another k, code or base model."""
-        ref = next((w.info for w in self.data if w.info and w.refused is None), None)
-        if ref is None:
-            return
-        for w in self.all:
-            if w.info and w.refused is None:
-                reason = self._mismatch(ref, w)
-                if reason:
-                    w.refused = reason
-                    log.error("refusing %s: %s", w.name, reason)
-
-    def _mismatch(self, ref: dict[str, Any], w: WorkerClient) -> str | None:
-        info = w.info
-        if info.get("input_shape") != ref.get("input_shape"):
-            return f"input shape {info.get('input_shape')} differs from the data model's {ref.get('input_shape')}"
-        if w.role == "data":
-            # compared only when both report one: a plain V2 server (e.g. Triton) has no model_id
-            if info.get("model_id") and ref.get("model_id") and info["model_id"] != ref["model_id"]:
-                return f"model {info.get('model_id')} differs from the other data workers' {ref.get('model_id')}"
-            return None
-        meta = info.get("meta") or {}
-        expected = {"k": self.cfg.k, "code": self.cfg.code, "base_id": ref.get("model_id")}
-        for key, want in expected.items():
-            if key in meta and meta[key] != want:
-                return f"parity model was trained for {key}={meta[key]!r}, this deployment has {want!r}"
-        index = parity_index(info)
-        if index is not None and not 0 <= index < self.cfg.r:
-            return (f"parity model was trained for parity_index={meta.get('parity_index')!r}, this deployment has "
-                    f"r={self.cfg.r} (parity indices 0..{self.cfg.r - 1})")
-        return None
+        """Refuse workers whose model disagrees with the deployment's (shape, identity), and parity
+        workers whose parity model was trained for another k, code or base model; accept them
+        again once they agree (frontend.agreement)."""
+        self.agreement.check(self.data, self.all)
 
     def summary(self) -> dict[str, Any]:
-        def one(w: WorkerClient) -> dict[str, Any]:
+        def one(w: Worker) -> dict[str, Any]:
             return {"address": f"{w.host}:{w.port}", "connected": w.connected, "healthy": w.healthy,
                     "in_flight": w.in_flight, "refused": w.refused, "model": w.info.get("name"),
-                    "auth_error": getattr(w, "auth_error", None)}
+                    "auth_error": w.auth_error}
         # a parity worker's index: the one parity slot it serves, or None for any (a base model)
         parity = [one(w) | {"parity_index": parity_index(w.info)} for w in self.parity]
         return {"data": [one(w) for w in self.data], "parity": parity}
 
-
-def parity_index(info: dict[str, Any]) -> int | None:
-    """The parity index a worker's model was trained for (checkpoints before r >= 2 carry none: 0),
-    or None when it is not a learned parity model and so can serve any parity slot."""
-    if info.get("kind") != "parity":
-        return None
-    meta = info.get("meta")
-    index = meta.get("parity_index", 0) if isinstance(meta, dict) else 0
-    return index if isinstance(index, int) and not isinstance(index, bool) else -1  # malformed: no slot, refused

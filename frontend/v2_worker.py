@@ -1,10 +1,10 @@
 """A worker client for any Open Inference Protocol (KServe V2) REST server: Triton, MLServer,
-KServe runtimes. Same surface as WorkerClient; one aiohttp session with a bounded pool per server.
+KServe runtimes. Same surface and health rules as WorkerClient (both are WorkerBase); one aiohttp
+session with a bounded pool per server.
 """
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -15,6 +15,7 @@ import numpy as np
 
 from frontend.config import V2_SCHEME, parse_address
 from frontend.errors import ConfigError, WorkerFailed, WorkerUnavailable
+from frontend.worker_base import WorkerBase
 
 log = logging.getLogger(__name__)
 DEFAULT_INPUT_NAME = "input-0"
@@ -67,67 +68,36 @@ def decode_outputs(reply: Any, batch: int) -> np.ndarray:
     return array
 
 
-class V2WorkerClient:
+class V2WorkerClient(WorkerBase):
     """One V2 model on one server, driven like a WorkerClient (the pool cannot tell them apart)."""
 
     def __init__(self, address: str, role: str = "data", *, connect_timeout_s: float = 2.0,
                  health_interval_s: float = 1.0, health_timeout_s: float = 1.0,
                  request_timeout_s: float | None = None, max_connections: int = 64) -> None:
+        super().__init__(role, connect_timeout_s=connect_timeout_s, health_interval_s=health_interval_s,
+                         health_timeout_s=health_timeout_s)
         self.address = address
         self.host, self.port, self.model = parse_v2_address(address)
-        self.role = role
         self.base_url = f"http://{self.host}:{self.port}"
-        self.connect_timeout_s = connect_timeout_s
-        self.health_interval_s = health_interval_s
-        self.health_timeout_s = health_timeout_s
         self.request_timeout_s = request_timeout_s  # None: no limit; the dispatcher cancels stragglers
         self.max_connections = max_connections
-        self.info: dict[str, Any] = {}        # from the model's metadata: name, input_shape, ...
-        self.in_flight = 0                      # inference requests sent and not yet answered
-        self.probe_ok = False                   # the last health + real-inference probe passed in time
-        self.refused: str | None = None         # set by the pool when this worker must not be used
-        self.answered = 0                       # HTTP replies received, and their summed round trip (metrics)
-        self.latency_sum = 0.0
+        # one pool of connections to the server; "connected" means the last HTTP exchange got a response
         self._session: aiohttp.ClientSession | None = None
-        self._connected = asyncio.Event()       # the last HTTP exchange got a response
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._closing = False
 
     @property
     def name(self) -> str:
         return f"{self.role}@{self.host}:{self.port}/{self.model}"
 
-    @property
-    def connected(self) -> bool:
-        return self._connected.is_set()
-
-    @property
-    def healthy(self) -> bool:
-        return self.connected and self.probe_ok and self.refused is None
-
-    def start(self) -> None:
+    def _start_transport(self) -> None:
         timeout = aiohttp.ClientTimeout(total=self.request_timeout_s, connect=self.connect_timeout_s)
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=self.max_connections), timeout=timeout)
-        task = asyncio.create_task(self._probe_loop())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
-    async def close(self) -> None:
-        self._closing = True
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+    async def _close_transport(self) -> None:
         session, self._session = self._session, None
         if session is not None:
             await session.close()
-        self._connected.clear()
-        self.probe_ok = False
-
-    async def wait_connected(self, timeout: float) -> bool:
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._connected.wait(), timeout)
-        return self.connected
+        self._mark_disconnected()
 
     # -- requests -------------------------------------------------------------------------
 
@@ -136,15 +106,14 @@ class V2WorkerClient:
         x = np.ascontiguousarray(inputs, dtype=np.float32)
         body = {"inputs": [{"name": self.info.get("input_name", DEFAULT_INPUT_NAME), "shape": list(x.shape),
                             "datatype": "FP32", "data": x.ravel().tolist()}]}
-        self.in_flight += 1
+        # an HTTP request ends with its caller; the server would go on with it unseen: run it to its reply
+        reply = await self._until_answered(self._call("POST", f"/v2/models/{self.model}/infer", body))
         try:
-            reply = await self._call("POST", f"/v2/models/{self.model}/infer", body)
-        finally:
-            self.in_flight -= 1
-        try:
-            return decode_outputs(reply, len(x))
+            outputs = decode_outputs(reply, len(x))
         except WorkerFailed as exc:
             raise WorkerFailed(f"{self.name}: {exc}") from exc
+        self._record_result()
+        return outputs
 
     async def ping(self) -> dict[str, Any]:
         """The model's metadata as worker info."""
@@ -166,11 +135,10 @@ class V2WorkerClient:
                 raw = await resp.read()
                 status = resp.status
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError) as exc:
-            self._connected.clear()
+            self._mark_disconnected()
             raise WorkerUnavailable(f"{self.name}: {method} {path}: {exc!r}") from exc
-        self.answered += 1
-        self.latency_sum += time.perf_counter() - t0
-        self._connected.set()
+        self._record_reply(t0)
+        self._mark_connected()
         return self._parse_reply(status, raw, f"{method} {path}")
 
     def _parse_reply(self, status: int, raw: bytes, what: str) -> Any:
@@ -188,31 +156,10 @@ class V2WorkerClient:
 
     # -- health -----------------------------------------------------------------------------
 
-    async def _probe_loop(self) -> None:
-        """Health, metadata, then a real inference of zeros each interval; quick retries while
-        the server cannot be reached (like WorkerClient's reconnect backoff)."""
-        backoff = 0.05
-        while not self._closing:
-            self.probe_ok = await self._probe()
-            if self.connected:
-                backoff = 0.05
-                await asyncio.sleep(self.health_interval_s)
-            else:
-                await asyncio.sleep(min(backoff, self.health_interval_s))
-                backoff *= 2
-
-    async def _probe(self) -> bool:
-        try:
-            return await asyncio.wait_for(self._probe_once(), self.health_timeout_s)
-        except asyncio.TimeoutError:
-            log.debug("%s: probe timed out", self.name)
-        except (WorkerUnavailable, WorkerFailed) as exc:
-            log.debug("%s: probe failed: %s", self.name, exc)
-        return False
-
     async def _probe_once(self) -> bool:
+        """Health, metadata, then a real inference of zeros."""
         await self._call("GET", "/v2/health/ready")
-        self.info = await self.ping()
+        self._set_info(await self.ping())
         shape = self.info.get("input_shape")
         if not isinstance(shape, list):
             log.warning("%s: metadata has no usable inputs[0].shape: %s", self.name, self.info)

@@ -2,13 +2,12 @@
 
 Requests carry ids; a reader task resolves each request's future from the reply with the same
 id. When the connection drops, every in-flight request fails at once with WorkerUnavailable and
-the client reconnects with exponential backoff. A periodic probe runs a real inference (not only
-a ping), so a worker that answers pings but not traffic is reported unhealthy.
+the client reconnects with exponential backoff. Health (a real-inference probe, not only a ping,
+so a worker that answers pings but not traffic is reported unhealthy) lives in WorkerBase.
 """
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import time
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from frontend.errors import WorkerFailed, WorkerUnavailable
+from frontend.worker_base import WorkerBase
 from workers import auth
 from workers.protocol import DEFAULT_MAX_FRAME, FrameDecoder, ProtocolError, decode_tensor, encode_tensor, pack
 
@@ -24,63 +24,37 @@ log = logging.getLogger(__name__)
 READ_CHUNK = 256 * 1024
 
 
-class WorkerClient:
+class WorkerClient(WorkerBase):
     def __init__(self, host: str, port: int, role: str = "data", *, max_frame: int = DEFAULT_MAX_FRAME,
                  connect_timeout_s: float = 2.0, health_interval_s: float = 1.0, health_timeout_s: float = 1.0,
                  max_backoff_s: float = 2.0, secret: str | None = None) -> None:
-        self.host, self.port, self.role = host, port, role
+        super().__init__(role, connect_timeout_s=connect_timeout_s, health_interval_s=health_interval_s,
+                         health_timeout_s=health_timeout_s)
+        self.host, self.port = host, port
         self.max_frame = max_frame
-        self.connect_timeout_s = connect_timeout_s
-        self.health_interval_s = health_interval_s
-        self.health_timeout_s = health_timeout_s
         self.max_backoff_s = max_backoff_s
-        self.info: dict[str, Any] = {}        # the worker's pong info: model, input_shape, ...
-        self.probe_ok = False                   # the last real-inference probe answered in time
-        self.refused: str | None = None         # set by the pool when this worker must not be used
         self.secret = secret                    # shared secret for the worker's handshake (workers.auth)
-        self.auth_error: str | None = None      # why the last handshake failed, if it did
-        self.last_answer = float("-inf")        # monotonic time of the last inference result received
-        self.answered = 0                       # replies received, and their summed round trip (metrics)
-        self.latency_sum = 0.0
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._writer: asyncio.StreamWriter | None = None
-        self._connected = asyncio.Event()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._closing = False
 
     @property
     def name(self) -> str:
         return f"{self.role}@{self.host}:{self.port}"
 
     @property
-    def connected(self) -> bool:
-        return self._connected.is_set()
-
-    @property
     def in_flight(self) -> int:
         """Requests sent and not yet answered by the worker (what least-loaded choice reads)."""
         return len(self._pending)
 
-    @property
-    def healthy(self) -> bool:
-        return self.connected and self.probe_ok and self.refused is None
-
-    def start(self) -> None:
+    def _start_transport(self) -> None:
         self._spawn(self._connection_loop())
-        self._spawn(self._probe_loop())
 
-    async def close(self) -> None:
-        self._closing = True
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+    async def _close_transport(self) -> None:
         self._drop_connection(WorkerUnavailable(f"{self.name}: client closed"))
 
-    async def wait_connected(self, timeout: float) -> bool:
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._connected.wait(), timeout)
-        return self.connected
+    async def _wait_transport(self) -> None:
+        await self._connected.wait()
 
     # -- requests -------------------------------------------------------------------------
 
@@ -88,9 +62,11 @@ class WorkerClient:
         """inputs (B, *S) float32 -> outputs (B, C). Raises WorkerUnavailable / WorkerFailed."""
         reply = await self.request({"type": "infer", "inputs": encode_tensor(inputs)})
         try:
-            return decode_tensor(reply.get("outputs"))
+            outputs = decode_tensor(reply.get("outputs"))
         except ProtocolError as exc:
             raise WorkerFailed(f"{self.name}: bad outputs in reply: {exc}") from exc
+        self._record_result()
+        return outputs
 
     async def ping(self) -> dict[str, Any]:
         reply = await self.request({"type": "ping"})
@@ -117,21 +93,12 @@ class WorkerClient:
             self._pending.pop(rid, None)
             raise WorkerUnavailable(f"{self.name}: send failed: {exc}") from exc
         reply = await fut
-        self.answered += 1
-        now = time.perf_counter()
-        self.latency_sum += now - t0
-        if reply.get("type") == "result":
-            self.last_answer = now
+        self._record_reply(t0)
         if reply.get("type") == "error":
             raise WorkerFailed(f"{self.name}: {reply.get('message', 'error')}")
         return reply
 
     # -- connection management ------------------------------------------------------------
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     async def _connection_loop(self) -> None:
         backoff = 0.05
@@ -144,7 +111,7 @@ class WorkerClient:
             backoff = 0.05
             reader, writer, decoder, early = connected
             self._writer = writer
-            self._connected.set()
+            self._mark_connected()
             log.info("%s: connected", self.name)
             try:
                 await self._read_loop(reader, decoder, early)
@@ -197,8 +164,7 @@ class WorkerClient:
                 fut.set_result(msg)
 
     def _drop_connection(self, exc: Exception) -> None:
-        self._connected.clear()
-        self.probe_ok = False
+        self._mark_disconnected()
         writer, self._writer = self._writer, None
         if writer is not None:
             writer.close()
@@ -207,30 +173,9 @@ class WorkerClient:
                 fut.set_exception(exc)
         self._pending.clear()
 
-    async def _probe_loop(self) -> None:
-        """Ping for the model's info, then a real inference of zeros each interval."""
-        while not self._closing:
-            await self._connected.wait()
-            ok = await self._probe()
-            # A busy worker's probe waits behind its queue and may time out while real results keep
-            # arriving: those count as proof of health too (a stalled worker has neither).
-            self.probe_ok = ok or self.answered_recently()
-            await asyncio.sleep(self.health_interval_s)
-
-    def answered_recently(self) -> bool:
-        return time.perf_counter() - self.last_answer < 2 * max(self.health_interval_s, self.health_timeout_s)
-
-    async def _probe(self) -> bool:
-        try:
-            return await asyncio.wait_for(self._probe_once(), self.health_timeout_s)
-        except (asyncio.TimeoutError, OSError) as exc:
-            log.debug("%s: probe timed out or failed: %r", self.name, exc)
-        except (WorkerUnavailable, WorkerFailed) as exc:
-            log.debug("%s: probe failed: %s", self.name, exc)
-        return False
-
     async def _probe_once(self) -> bool:
-        self.info = await self.ping()
+        """Ping for the model's info, then a real inference of zeros."""
+        self._set_info(await self.ping())
         shape = self.info.get("input_shape")
         if not isinstance(shape, list):
             return False

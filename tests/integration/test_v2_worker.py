@@ -29,9 +29,11 @@ def images(n: int) -> np.ndarray:
 class FakeV2Server:
     """A minimal Open Inference Protocol REST server for one builtin model, with knobs: ``gate``
     (clear it to stall inference), ``error`` (reply 500 with this text), ``garbage`` (200 with a
-    body that is not JSON) and ``delay_s``."""
+    body that is not JSON), ``delay_s`` and ``serial`` (one inference at a time, like one GPU: the
+    others queue). ``waiting`` counts inference requests received and not yet answered; ``port``
+    (0: any free one) lets a restarted server come back where the old one was."""
 
-    def __init__(self, spec: str, model_name: str = "linear") -> None:
+    def __init__(self, spec: str, model_name: str = "linear", port: int = 0) -> None:
         self.model = load_model(spec)
         self.model_name = model_name
         self.gate = asyncio.Event()
@@ -39,8 +41,11 @@ class FakeV2Server:
         self.error: str | None = None
         self.garbage = False
         self.delay_s = 0.0
+        self.serial = False
+        self._serial_lock = asyncio.Lock()
         self.infers = 0
-        self.port = 0
+        self.waiting = 0
+        self.port = port
         app = web.Application()
         app.router.add_get("/v2/health/ready", self.ready)
         app.router.add_get("/v2/models/{model}", self.metadata)
@@ -53,7 +58,7 @@ class FakeV2Server:
 
     async def start(self) -> None:
         await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        site = web.TCPSite(self.runner, "127.0.0.1", self.port)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
@@ -80,8 +85,16 @@ class FakeV2Server:
     async def infer(self, request: web.Request) -> web.Response:
         self._check_model(request)
         body = await request.json()
-        await self.gate.wait()
-        await asyncio.sleep(self.delay_s)
+        self.waiting += 1
+        try:
+            await self.gate.wait()
+            if self.serial:
+                async with self._serial_lock:
+                    await asyncio.sleep(self.delay_s)
+            else:
+                await asyncio.sleep(self.delay_s)
+        finally:
+            self.waiting -= 1
         self.infers += 1
         if self.error is not None:
             return web.json_response({"error": self.error}, status=500)

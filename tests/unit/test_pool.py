@@ -69,3 +69,79 @@ def test_the_same_parity_model_is_accepted_where_r_covers_its_index() -> None:
     pool = pool_with([parity_info({"parity_index": 2})], r=3)
     pool.check_agreement()
     assert pool.parity[0].refused is None and pool.parity_for(2) == pool.parity
+
+
+# -- model agreement: the reference is the declared model, or the one most data workers serve -------
+
+def base(model_id: str) -> dict[str, Any]:
+    return {"kind": "base", "model_id": model_id, "input_shape": [1, 28, 28], "meta": {}}
+
+
+def parity_of(base_id: str) -> dict[str, Any]:
+    return {"kind": "parity", "model_id": f"p-{base_id}", "input_shape": [1, 28, 28],
+            "meta": {"k": 2, "code": "sum", "base_id": base_id}}
+
+
+def k2_pool(data: list[dict[str, Any]], parity: list[dict[str, Any]], **kw: Any) -> WorkerPool:
+    cfg = FrontendConfig(data=tuple(("127.0.0.1", 1000 + i) for i in range(len(data))),
+                         parity=tuple(("127.0.0.1", 2000 + i) for i in range(len(parity))), k=2, code="sum", **kw)
+    pool = WorkerPool(cfg)
+    for w, info in zip(pool.all, data + parity):
+        healthy(w, info)
+    pool.check_agreement()
+    return pool
+
+
+def refused(pool: WorkerPool) -> list[bool]:
+    return [w.refused is not None for w in pool.all]
+
+
+def serve(pool: WorkerPool, w: WorkerClient, info: dict[str, Any]) -> None:
+    """``w`` came back serving ``info`` (a new probe answered)."""
+    healthy(w, info)
+    pool.check_agreement()
+
+
+def test_the_reference_is_the_model_most_data_workers_serve_not_the_first_to_answer() -> None:
+    pool = k2_pool([base("B"), base("A"), base("A")], [parity_of("A")])
+    assert refused(pool) == [True, False, False, False]
+    assert "model B differs" in (pool.data[0].refused or "")
+
+
+def test_a_refused_worker_is_accepted_again_once_it_serves_the_reference_model() -> None:
+    pool = k2_pool([base("A"), base("A"), base("A")], [parity_of("A")])
+    serve(pool, pool.data[1], base("A") | {"input_shape": [3, 32, 32]})
+    assert refused(pool) == [False, True, False, False] and "input shape" in (pool.data[1].refused or "")
+    serve(pool, pool.data[1], base("A"))
+    assert refused(pool) == [False] * 4 and pool.data[1].healthy
+
+
+def test_a_rolling_upgrade_moves_the_reference_with_the_majority() -> None:
+    pool = k2_pool([base("A"), base("A"), base("A")], [parity_of("A")])
+    serve(pool, pool.data[0], base("B"))
+    assert refused(pool) == [True, False, False, False]   # one new worker: the old model is still the majority
+    serve(pool, pool.data[1], base("B"))
+    assert refused(pool) == [False, False, True, True]    # the majority moved: the old ones are refused now
+    serve(pool, pool.data[2], base("B"))
+    serve(pool, pool.parity[0], parity_of("B"))
+    assert refused(pool) == [False] * 4 and all(w.healthy for w in pool.all)
+
+
+def test_a_tie_keeps_the_reference_and_disconnected_workers_do_not_vote() -> None:
+    pool = k2_pool([base("A"), base("A")], [parity_of("A")])
+    serve(pool, pool.data[1], base("B"))
+    assert refused(pool) == [False, True, False]          # 1 to 1: the model served so far stays
+    pool.data[0]._connected.clear()                       # restarting: only the new worker is connected
+    pool.check_agreement()
+    assert pool.data[1].refused is None and pool.parity[0].refused is not None
+    serve(pool, pool.data[0], base("B"))
+    serve(pool, pool.parity[0], parity_of("B"))
+    assert refused(pool) == [False] * 3
+
+
+def test_a_declared_model_is_the_reference_whatever_the_workers_serve() -> None:
+    pool = k2_pool([base("A"), base("B"), base("A")], [parity_of("A"), parity_of("B")], model_id="B")
+    assert refused(pool) == [True, False, True, True, False]
+    assert "model A differs" in (pool.data[0].refused or "") and "base_id='A'" in (pool.parity[0].refused or "")
+    serve(pool, pool.data[0], base("B"))
+    assert refused(pool) == [False, False, True, True, False]

@@ -1,0 +1,38 @@
+"""The worker-client interface the pool, the dispatcher and the metrics use; WorkerClient (parm
+workers) and V2WorkerClient (Open Inference Protocol servers) both implement it via WorkerBase."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import numpy as np
+
+
+class Worker(Protocol):
+    role: str                     # "data", "parity" or "control"
+    host: str
+    port: int
+    info: dict[str, Any]          # what the worker reports about its model: name, model_id, input_shape, ...
+    info_stale: bool              # info is from before the connection was last lost: it may serve another model now
+    connected_since: float | None  # monotonic time the current connection was established (None: not connected)
+    refused: str | None           # set by the pool when this worker's model disagrees with the deployment's
+    auth_error: str | None        # why the last handshake failed, if it did
+    answered: int                 # replies received, and their summed round trip (metrics)
+    latency_sum: float
+    on_change: Callable[[], None] | None  # called when info is refreshed or goes stale (model agreement)
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def connected(self) -> bool: ...
+    @property
+    def healthy(self) -> bool: ...
+    @property
+    def in_flight(self) -> int: ...
+
+    def start(self) -> None: ...
+    async def close(self) -> None: ...
+    async def wait_connected(self, timeout: float) -> bool: ...
+    async def infer(self, inputs: np.ndarray) -> np.ndarray: ...
+    async def ping(self) -> dict[str, Any]: ...
+    async def set_fault(self, spec: str) -> None: ...
