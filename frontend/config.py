@@ -64,6 +64,7 @@ class FrontendConfig:
     decode_grace_ms: float = 0.0   # grace policy: wait this long for the real output (never past the deadline)
     decode_quantile: float = 95.0  # adaptive: an output is overdue past decode_slack x this latency percentile
     decode_slack: float = 1.25     # ... of the worker it was sent to
+    hedge_fallback: bool = True    # coded: re-send an overdue query its group cannot decode to a spare worker
     default_output: tuple[float, ...] | None = None
     max_pending: int = 4096
     max_queries_per_request: int = 1024

@@ -20,6 +20,7 @@ import numpy as np
 from coders import Code
 from frontend.decode_policy import DecodePolicy, MissingSlot, WorkerLatencies
 from frontend.errors import WorkerError
+from frontend.fallback import fetch_with_fallback
 from frontend.group import Delivery, Group
 from frontend.hedging import HedgePolicy, LatencyTracker
 from frontend.pool import WorkerPool
@@ -35,7 +36,7 @@ class GroupRun:
     def __init__(self, pool: WorkerPool, code: Code | None, stats: Stats, backoff_s: float,
                  on_finished: Callable[[GroupRun], None], policy: DecodePolicy | None = None,
                  latency: LatencyTracker | None = None, hedge: HedgePolicy | None = None,
-                 latencies: WorkerLatencies | None = None) -> None:
+                 latencies: WorkerLatencies | None = None, fallback_hedge: bool = False) -> None:
         self.pool = pool
         self.code = code                      # None: uncoded modes
         self.stats = stats
@@ -55,6 +56,7 @@ class GroupRun:
         self._waited = False                  # a decode was deferred by the policy
         self.latency = latency if latency is not None else LatencyTracker()  # an empty tracker is falsy
         self.hedge = hedge                    # hedged mode: re-send a slow query to another replica
+        self.fallback_hedge = fallback_hedge  # coded mode: re-send an overdue query the code cannot rebuild
 
     @property
     def closed(self) -> bool:
@@ -97,11 +99,20 @@ class GroupRun:
         task.add_done_callback(self.tasks.discard)
 
     async def _run_data(self, slot: int) -> None:
-        out = await (self._fetch(slot) if self.hedge is None else self._hedged_fetch(slot))
+        if self.hedge is not None:
+            out = await self._hedged_fetch(slot)
+        elif self.fallback_hedge and self.code is not None:
+            out = await fetch_with_fallback(self, slot)
+        else:
+            out = await self.fetch(slot)
         if out is not None:
-            self._on_output(slot, out)
+            self.on_output(slot, out)
 
-    async def _fetch(self, slot: int, record: bool = True) -> np.ndarray | None:
+    def decodable(self) -> bool:
+        """The group could rebuild its missing outputs now (so the decode policy, not a re-send, covers them)."""
+        return self.group is not None and self.group.can_decode()
+
+    async def fetch(self, slot: int, record: bool = True) -> np.ndarray | None:
         """Send slot's query to a healthy data worker, re-sending after failures; (C,) output,
         or None once the group has finished without it. ``record``: add the round trip to the
         latency record (hedged fetches record the whole query instead)."""
@@ -146,12 +157,12 @@ class GroupRun:
         # The record is of whole queries, from the first copy: recording only the copies that
         # won would drop the slow ones, bias the p95 low and hedge far more than 5%.
         t0 = time.perf_counter()
-        copies = [asyncio.ensure_future(self._fetch(slot, record=False))]
+        copies = [asyncio.ensure_future(self.fetch(slot, record=False))]
         try:
             done, _ = await asyncio.wait(copies, timeout=self.hedge.delay_s())
             if not done:
                 self.stats.hedges += 1
-                copies.append(asyncio.ensure_future(self._fetch(slot, record=False)))  # avoids self.used
+                copies.append(asyncio.ensure_future(self.fetch(slot, record=False)))  # avoids self.used
                 done, _ = await asyncio.wait(copies, return_when=asyncio.FIRST_COMPLETED)
             winner = done.pop()
             self.stats.hedge_wins += int(winner is not copies[0])
@@ -196,9 +207,9 @@ class GroupRun:
             self.stats.worker_errors += 1
             self.group.parity_failed(slot)
             return
-        self._on_output(slot, out[0])
+        self.on_output(slot, out[0])
 
-    def _on_output(self, slot: int, output: np.ndarray) -> None:
+    def on_output(self, slot: int, output: np.ndarray) -> None:
         if self.group is None:
             self.early[slot] = output
             self._deliver([Delivery(slot, output, degraded=False)])

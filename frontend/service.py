@@ -204,7 +204,8 @@ class Service:
 
     def _new_run(self) -> GroupRun:
         run = GroupRun(self.pool, self.code, self.stats, self.cfg.retry_backoff_s, self._finished,
-                       policy=self.decode_policy, latency=self.latency, hedge=self.hedge, latencies=self.latencies)
+                       policy=self.decode_policy, latency=self.latency, hedge=self.hedge, latencies=self.latencies,
+                       fallback_hedge=self.cfg.coded and self.cfg.hedge_fallback)
         self.runs.add(run)
         return run
 

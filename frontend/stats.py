@@ -23,6 +23,8 @@ class Stats:
     groups_without_parity: int = 0     # full, but no healthy parity worker
     decodes_avoided: int = 0           # a decode waited (decode policy) and the real output came in time
     decodes_after_wait: int = 0        # a decode waited and then happened: the output was overdue
+    fallback_hedges: int = 0           # coded: second copies of overdue queries the code could not rebuild
+    fallback_hedge_wins: int = 0       # ... that answered first
     encode_seconds: float = 0.0
     decode_seconds: float = 0.0
 

@@ -3,6 +3,8 @@ parity output often wins the race, and eager decoding would answer approximately
 straggler is still decoded; no grace or deadline turns a decodable query into a 504."""
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 
 from frontend.config import FrontendConfig
@@ -45,8 +47,10 @@ async def test_a_healthy_cluster_with_default_settings_answers_exactly() -> None
             assert stats.groups_coded == GROUPS and stats.decodes_avoided > 0  # the race was real, and waited out
         async with frontend(coded(ws, decode_policy="eager")) as c:  # ParM's rule, on the same workers
             eager = await degraded_fraction(c, GROUPS)
-    assert adaptive <= 0.01, adaptive
-    assert eager >= 0.1, eager  # without the policy the same healthy cluster answers approximately
+    print(f"degraded on a healthy cluster: adaptive {adaptive:.3f}, eager {eager:.3f}")
+    # 0-0.7% measured on a quiet machine; the bound leaves room for a busy one (timer jitter on 2 cores)
+    assert adaptive <= 0.03, adaptive
+    assert eager >= max(0.1, 5 * adaptive), eager  # without the policy the same cluster answers approximately
 
 
 async def test_a_stalled_worker_is_still_decoded_by_the_adaptive_policy() -> None:
@@ -75,3 +79,38 @@ async def test_a_grace_longer_than_the_deadline_decodes_before_it_instead_of_a_5
             assert resp.status == 200, body  # decoded at the deadline's margin, not failed at the deadline
             assert sorted(body["degraded"]) == [False, True]
             ws[1].faults.set("none")
+
+
+def three_data(ws, **kw) -> FrontendConfig:
+    """k=2 with a spare data worker: ws[0..2] data, ws[3] parity."""
+    return FrontendConfig(data=tuple(("127.0.0.1", w.port) for w in ws[:3]), parity=(("127.0.0.1", ws[3].port),),
+                          k=2, code="sum", deadline_ms=1000, **kw)
+
+
+async def test_an_overdue_query_the_code_cannot_rebuild_is_resent_to_a_spare_worker() -> None:
+    """Single-query requests make partial groups (closed by the group timeout, uncoded): a query on the
+    stalled worker cannot be decoded, so once overdue it goes to a spare worker and is answered exactly.
+    Without the fallback the same query misses its deadline."""
+    async with worker_servers(["builtin:linear"] * 3 + [PARITY]) as ws:
+        rng = np.random.default_rng(4)
+        for fallback in (True, False):
+            async with frontend(three_data(ws, hedge_fallback=fallback, group_timeout_ms=1)) as c:
+                ws[1].faults.set("stall")
+                statuses = []
+                for _ in range(3):  # equal loads rotate: one of the three lands on the stalled worker
+                    x = rng.random((1, 1, 28, 28), dtype=np.float32)
+                    resp = await c.post("/predict", json={"inputs": x.tolist(), "deadline_ms": 300})
+                    body = await resp.json()
+                    statuses.append(resp.status)
+                    await asyncio.sleep(0.05)  # past the group timeout: the next query opens a group of its own
+                    if resp.status == 200:
+                        assert body["degraded"] == [False]
+                        np.testing.assert_allclose(np.array(body["outputs"]), LINEAR.predict(x), rtol=1e-4,
+                                                   atol=1e-4)
+                ws[1].faults.set("none")
+                stats = service_of(c).stats
+                if fallback:
+                    assert statuses == [200] * 3 and stats.fallback_hedge_wins >= 1, (statuses, stats)
+                    assert stats.groups_partial == 3 and stats.degraded == 0
+                else:
+                    assert 504 in statuses and stats.fallback_hedges == 0, statuses

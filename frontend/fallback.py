@@ -1,0 +1,74 @@
+"""Hedging for what coding cannot cover: a query whose output is overdue while its group cannot
+rebuild it (a partial group closed by the timeout, two slow members with r=1, a slow parity
+worker) gets one second copy on a worker the group does not use. The first output wins; the
+query is answered once, and the loser is cancelled. Queries the code can rebuild are left to the
+decode policy, so this adds requests only for the rare overdue, undecodable query.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from frontend.errors import WorkerError
+from frontend.worker_client import WorkerClient
+
+if TYPE_CHECKING:
+    from frontend.dispatcher import GroupRun
+
+log = logging.getLogger(__name__)
+
+
+async def fetch_with_fallback(run: GroupRun, slot: int) -> np.ndarray | None:
+    """slot's (C,) output from its own request or, once that is overdue and undecodable, from a copy."""
+    first = asyncio.ensure_future(run.fetch(slot))
+    tasks = {first}
+    try:
+        await asyncio.sleep(0)  # let the first request go out, so its worker and send time are known
+        done, _ = await asyncio.wait(tasks, timeout=_overdue_in(run, slot))
+        if not done and not run.finished and not run.decodable():
+            spare = run.pool.pick(run.pool.data, avoid=run.used)
+            if spare is not None:
+                run.used.add(spare)
+                run.stats.fallback_hedges += 1
+                tasks.add(asyncio.ensure_future(_copy(run, slot, spare)))
+        while tasks:
+            done, tasks = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                out = task.result()
+                if out is not None:
+                    run.stats.fallback_hedge_wins += int(task is not first)
+                    return out
+        return None
+    finally:
+        for task in (first, *tasks):
+            task.cancel()
+        await asyncio.gather(first, *tasks, return_exceptions=True)
+
+
+def _overdue_in(run: GroupRun, slot: int) -> float:
+    """Seconds until slot's current request is overdue for its worker (the decode policy's rule)."""
+    sent_at, worker = run.requests.get(slot, (None, None))
+    after = run.policy.overdue_after(run.latencies, worker)
+    if sent_at is None:
+        return after
+    return max(0.0, sent_at + after - asyncio.get_running_loop().time())
+
+
+async def _copy(run: GroupRun, slot: int, worker: WorkerClient) -> np.ndarray | None:
+    """One request of slot's query to ``worker``; None if it fails (the first request still runs)."""
+    t0 = time.perf_counter()
+    try:
+        out = await worker.infer(run.queries[slot].inputs[None])  # (1, C)
+    except WorkerError as exc:
+        log.debug("slot %d fallback copy: %s", slot, exc)
+        run.stats.worker_errors += 1
+        return None
+    except asyncio.CancelledError:
+        run.latencies.record(worker, time.perf_counter() - t0)  # censored, as in GroupRun.fetch
+        raise
+    run.latencies.record(worker, time.perf_counter() - t0)
+    return out[0]
