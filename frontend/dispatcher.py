@@ -26,7 +26,7 @@ from frontend.hedging import HedgePolicy, LatencyTracker
 from frontend.pool import WorkerPool
 from frontend.query import Answer, Query
 from frontend.stats import Stats
-from frontend.worker_client import WorkerClient
+from frontend.worker_api import Worker
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF_S = 0.1
@@ -45,13 +45,13 @@ class GroupRun:
         self.queries: list[Query] = []
         self.group: Group | None = None       # created at close, when the number of queries is known
         self.early: dict[int, np.ndarray] = {}  # data outputs that arrived before close
-        self.used: set[WorkerClient] = set()  # workers holding a query of this group
-        self.used_parity: set[WorkerClient] = set()
+        self.used: set[Worker] = set()  # workers holding a query of this group
+        self.used_parity: set[Worker] = set()
         self.tasks: set[asyncio.Task[Any]] = set()
         self.finished = False
         self.policy = policy if policy is not None else DecodePolicy("eager")
         self.latencies = latencies if latencies is not None else WorkerLatencies()  # per worker, shared
-        self.requests: dict[int, tuple[float, WorkerClient | None]] = {}  # slot -> (sent at, worker or None)
+        self.requests: dict[int, tuple[float, Worker | None]] = {}  # slot -> (sent at, worker or None)
         self._decode_timer: asyncio.TimerHandle | None = None
         self._waited = False                  # a decode was deferred by the policy
         self.latency = latency if latency is not None else LatencyTracker()  # an empty tracker is falsy
@@ -117,7 +117,7 @@ class GroupRun:
         or None once the group has finished without it. ``record``: add the round trip to the
         latency record (hedged fetches record the whole query instead)."""
         inputs = self.queries[slot].inputs[None]  # (1, *S)
-        tried: set[WorkerClient] = set()
+        tried: set[Worker] = set()
         attempt = 0
         loop = asyncio.get_running_loop()
         while not self.finished:

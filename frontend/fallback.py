@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from frontend.errors import WorkerError
-from frontend.worker_client import WorkerClient
+from frontend.worker_api import Worker
 
 if TYPE_CHECKING:
     from frontend.dispatcher import GroupRun
@@ -58,7 +58,7 @@ def _overdue_in(run: GroupRun, slot: int) -> float:
     return max(0.0, sent_at + after - asyncio.get_running_loop().time())
 
 
-async def _copy(run: GroupRun, slot: int, worker: WorkerClient) -> np.ndarray | None:
+async def _copy(run: GroupRun, slot: int, worker: Worker) -> np.ndarray | None:
     """One request of slot's query to ``worker``; None if it fails (the first request still runs)."""
     t0 = time.perf_counter()
     try:
