@@ -165,6 +165,9 @@ def _input_array(header: dict[str, Any], binary: memoryview, max_elements: int) 
     if not isinstance(shape, list) or not shape:
         raise BadRequest(f"input shape {describe(shape)} must be a non-empty list of non-negative integers")
     size = shape_size(shape, "input shape")
+    if size == 0:  # refused here: numpy cannot even shape an empty array whose other dims are huge
+        raise BadRequest(f"input shape {describe(shape)} has no elements: a request needs a non-empty list "
+                         "of queries")
     if size > max_elements:
         raise PayloadTooLarge(f"input shape {describe(shape)} has {size} elements; a request takes at most "
                               f"{max_elements}")

@@ -133,6 +133,9 @@ V2_SIZES = [
     ("float dim", v2_body(v2_tensor([1.0, 784], ROW)), {}, 400, "integers"),
     ("too many dims", v2_body(v2_tensor([1] * 100, [0])), {}, 400, "dimensions"),
     ("zero dim", v2_body(v2_tensor([0, 784], [])), {}, 400, "non-empty"),
+    ("zero dim beside a huge one", v2_body(v2_tensor([0, 2**63 - 1], [])), {}, 400, "no elements"),
+    ("zero dim beside a huge one, binary", *binary(json.dumps({"inputs": [v2_tensor(
+        [2**63 - 1, 0], binary_data_size=0)]}).encode(), b""), 400, "no elements"),
     ("data longer than the shape", v2_body(v2_tensor([1, 784], ROW + [0.0])), {}, 400, "785 elements"),
     ("data shorter than the shape", v2_body(v2_tensor([2, 784], ROW)), {}, 400, "784 elements"),
     ("data not a list", v2_body(v2_tensor([1], "abc")), {}, 400, "data"),
@@ -188,6 +191,7 @@ MSGPACK_TENSORS = [
     ("data too long", tensor_map("float32", [1, 784], b"\0" * 784 * 5), "bytes"),
     ("data not bytes", tensor_map("float32", [1, 784], [0.0] * 784), "bytes"),
     ("zero queries", tensor_map("float32", [0, 784], b""), "non-empty"),
+    ("zero dim beside a huge one", tensor_map("float32", [0, 2**63 - 1], b""), "shape"),
 ]
 
 
