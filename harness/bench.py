@@ -41,6 +41,7 @@ class BenchConfig:
     parity_model: str | None = None      # None: builtin:linear's exact sum-code parity model
     code: str = "sum"
     service_time: str = "fixed:ms=10"
+    parity_cost: float = 1.0             # a parity query costs this many base queries (service time x this)
     rates: tuple[float, ...] = (100.0,)  # each rate runs every mode on the same worker pool
     duration_s: float = 10.0
     plan: FaultPlan = field(default_factory=FaultPlan)
@@ -222,7 +223,7 @@ def machine() -> dict[str, Any]:
 
 def describe(cfg: BenchConfig) -> dict[str, Any]:
     return {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "machine": machine(),
-            "plan": cfg.plan.describe(), "service_time": cfg.service_time, "rates_qps": list(cfg.rates),
+            "plan": cfg.plan.describe(), "service_time": cfg.service_time, "parity_cost": cfg.parity_cost, "rates_qps": list(cfg.rates),
             "duration_s": cfg.duration_s, "n_data": cfg.n_data, "n_extra": cfg.n_extra, "k": cfg.k,
             "model": cfg.model, "parity_model": cfg.parity_spec, "code": cfg.code, "modes": list(cfg.modes),
             "berrut_r": cfg.berrut_r, "dataset": cfg.dataset, "max_batch": cfg.max_batch, "seed": cfg.seed,

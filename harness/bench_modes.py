@@ -43,7 +43,17 @@ def worker_specs(cfg: BenchConfig) -> list[BenchWorkerSpec]:
     if parity is not None:
         roles += [("parity", parity)] * cfg.n_extra
     return [BenchWorkerSpec(role, model, max_batch=cfg.max_batch, threads=1,
-                            service_time=_seeded(cfg.service_time, i)) for i, (role, model) in enumerate(roles)]
+                            service_time=_charged(_seeded(cfg.service_time, i), cfg.parity_cost if role == "parity" else 1.0))
+            for i, (role, model) in enumerate(roles)]
+
+
+def _charged(service_time: str, cost: float) -> str:
+    """A parity model that costs ``cost`` base queries sleeps that much longer: equal resources stay equal."""
+    if cost == 1.0:
+        return service_time
+    if service_time.startswith("file:"):
+        raise ValueError("--parity-cost needs a fixed:, exp: or lognormal: service time, not file:")
+    return f"{service_time},scale={cost:g}"
 
 
 def plan_targets(cfg: BenchConfig, mode: str) -> list[int]:
@@ -85,6 +95,10 @@ def check(cfg: BenchConfig) -> None:
     bad = [m for m in cfg.modes if m not in ALL_MODES]
     if bad:
         raise ValueError(f"unknown bench modes {bad}; known: {', '.join(ALL_MODES)}")
+    if cfg.parity_cost <= 0:
+        raise ValueError(f"--parity-cost must be > 0, got {cfg.parity_cost}")
+    if cfg.parity_cost != 1.0 and cfg.service_time.startswith("file:"):
+        raise ValueError("--parity-cost needs a fixed:, exp: or lognormal: service time, not file:")
     if cfg.k < 2 and any(m in PARITY_MODES for m in cfg.modes):
         raise ValueError(f"coded and berrut modes need k >= 2, got k={cfg.k}")
     if "berrut" in cfg.modes and not 1 <= cfg.berrut_r <= cfg.n_extra:

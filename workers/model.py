@@ -177,9 +177,9 @@ def _load_builtin(spec: str, device: str) -> LoadedModel:
 
 
 SERVICE_TIME_KEYS: dict[str, frozenset[str]] = {
-    "fixed": frozenset({"ms"}),
-    "exp": frozenset({"mean_ms", "seed"}),
-    "lognormal": frozenset({"median_ms", "sigma", "seed"}),
+    "fixed": frozenset({"ms", "scale"}),
+    "exp": frozenset({"mean_ms", "seed", "scale"}),
+    "lognormal": frozenset({"median_ms", "sigma", "seed", "scale"}),
     "file": frozenset(),
 }
 
@@ -189,11 +189,20 @@ def parse_service_time(spec: str) -> Callable[[], float]:
 
     fixed:ms=F | exp:mean_ms=F[,seed=N] | lognormal:median_ms=F,sigma=S[,seed=N] |
     file:PATH.json (a JSON list of milliseconds, or {"samples_ms": [...]}; drawn uniformly
-    with replacement, i.e. the empirical distribution). ValueError names the problem."""
+    with replacement, i.e. the empirical distribution). ``scale=C`` (not for file:) multiplies every
+    draw: a model that costs C base queries. ValueError names the problem."""
     name, _, rest = spec.partition(":")
     if name == "file":
         return _empirical_sampler(Path(rest))
     _, params = parse_named(spec, SERVICE_TIME_KEYS, "service time")
+    scale = float(_number(params, "scale", 1.0)) if "scale" in params else 1.0
+    if scale <= 0:
+        raise ValueError(f"service time {spec!r}: scale must be > 0")
+    draw = _sampler(name, params, spec)
+    return draw if scale == 1.0 else (lambda: scale * draw())
+
+
+def _sampler(name: str, params: dict[str, str], spec: str) -> Callable[[], float]:
     # Unseeded by default, so identical workers do not straggle in lockstep.
     rng = random.Random(_number(params, "seed", 0, int) if "seed" in params else None)
     if name == "fixed":

@@ -130,3 +130,17 @@ def test_cli_defaults_and_checks(capsys: pytest.CaptureFixture[str]) -> None:
         _parser().parse_args(["bench", "--modes", "coded,magic"])
     bad = _parser().parse_args(["bench", "--service-time", "gauss:ms=3"])
     assert bad.func(bad) == 2 and "service time" in capsys.readouterr().err
+
+
+def test_parity_workers_are_charged_their_models_cost_in_service_time_mode() -> None:
+    """--parity-cost C: parity workers sleep C times as long as data workers and replicas."""
+    from workers.model import parse_service_time
+
+    specs = worker_specs(BenchConfig(n_data=4, k=2, service_time="fixed:ms=80", parity_cost=2.5,
+                                     modes=("equal", "coded")))
+    times = {s.role: parse_service_time(s.service_time)() for s in specs}
+    assert times == {"data": pytest.approx(0.08), "replica": pytest.approx(0.08), "parity": pytest.approx(0.2)}
+    with pytest.raises(ValueError, match="parity-cost"):
+        BenchConfig(service_time="file:x.json", parity_cost=2.0)
+    assert parse_service_time("exp:mean_ms=10,seed=1,scale=3")() == pytest.approx(
+        3 * parse_service_time("exp:mean_ms=10,seed=1")())
