@@ -30,6 +30,7 @@ from harness.bench_modes import ALL_MODES, check, frontend_args, healthy_needed,
 from harness.bench_proc import RssSampler, cpu_model, cpu_snapshot, cpu_usage
 from harness.deploy import BenchCluster, FrontendProcess, _die_with_parent, free_port
 from harness.plan import FaultPlan, expand
+from harness.tails import exposed_fraction, faulted_intervals
 
 
 @dataclass
@@ -180,6 +181,9 @@ async def run_mode(cfg: BenchConfig, mode: str, rate: float, pool: Pool, queries
         summary["malformed"] = meta.get("malformed", {})
         summary["error_codes"] = meta.get("error_codes", {})
         summary["faults_replayed"] = vars(replay)
+        # the share of queries whose data worker the plan had slowed or down (precision of degraded answers)
+        summary["exposed_frac"] = exposed_fraction(records["sched_s"],
+                                                   faulted_intervals(events, range(cfg.n_data), cfg.duration_s))
         return ModeRun(records, summary)
     finally:
         for task in tasks:

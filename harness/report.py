@@ -11,10 +11,13 @@ from typing import Any
 
 import numpy as np
 
+from harness.tails import bootstrap_ci, queries_behind
+
 PERCENTILES = (50, 90, 95, 99, 99.5, 99.9)
 RECORD_FIELDS = ("sched_s", "label", "status", "latency_ms", "lag_ms", "degraded", "pred", "responses", "retry_after")
-TABLE_COLUMNS = ("mode", "count", "p50", "p90", "p99", "p99.5", "p99.9", "max", "mean", "qps", "degraded",
-                 "lost", "failed", "accuracy", "acc_deg", "hedges", "fe_cpu")
+CI_PERCENTILES = (50, 99, 99.9)  # bootstrap intervals for these
+TABLE_COLUMNS = ("mode", "count", "p50", "p90", "p99", "p99.5", "p99.9", "p99.9 95% CI", "max", "mean", "qps",
+                 "degraded", "exposed", "lost", "failed", "accuracy", "acc_deg", "hedges", "fe_cpu")
 
 
 def summarize(records: dict[str, np.ndarray], fe_stats: dict[str, Any] | None = None,
@@ -30,6 +33,8 @@ def summarize(records: dict[str, np.ndarray], fe_stats: dict[str, Any] | None = 
                            "lost": int((status == 0).sum()), "failed": int(((status != 0) & ~ok).sum())}
     for p in PERCENTILES:
         out[f"p{p:g}"] = float(np.percentile(ok_lat, p)) if answered else float("nan")
+    out["tail_queries"] = {f"p{p:g}": queries_behind(answered, p) for p in PERCENTILES}  # queries behind each
+    out["ci95"] = {f"p{p:g}": list(ci) for p, ci in bootstrap_ci(ok_lat, CI_PERCENTILES).items()}
     out["max"] = float(ok_lat.max()) if answered else float("nan")
     out["mean"] = float(ok_lat.mean()) if answered else float("nan")
     out["throughput_qps"] = answered / span_s if span_s > 0 else 0.0
@@ -71,6 +76,9 @@ def compare(modes: dict[str, dict[str, Any]]) -> dict[str, Any]:
         out["coded_p50_over_equal"] = _ratio(coded["p50"], equal["p50"])
     if coded and hedged:
         out["coded_p999_over_hedged"] = _ratio(coded["p99.9"], hedged["p99.9"])
+    if coded and coded.get("exposed_frac"):
+        # 1.0: a degraded answer for every query the plan exposed to a slowed worker; above it, decodes for nothing
+        out["coded_degraded_over_exposed"] = coded["frac_degraded"] / coded["exposed_frac"]
     if coded and (equal or hedged):
         out["targets"] = {
             "coded_p999 <= 0.45 x equal": _le(out.get("coded_p999_over_equal"), 0.45),
@@ -99,9 +107,12 @@ def table(modes: dict[str, dict[str, Any]]) -> str:
     rows = [TABLE_COLUMNS]
     for mode, s in modes.items():
         fe_cpu = s["cpu"].get("frontend_util")
-        rows.append((mode, str(s["count"]), *(f"{s[c]:.1f}" for c in ("p50", "p90", "p99", "p99.5", "p99.9", "max",
-                                                                     "mean")),
-                     f"{s['throughput_qps']:.0f}", f"{100 * s['frac_degraded']:.2f}%", str(s["lost"]),
+        ci = s.get("ci95", {}).get("p99.9")
+        rows.append((mode, str(s["count"]), *(f"{s[c]:.1f}" for c in ("p50", "p90", "p99", "p99.5", "p99.9")),
+                     "-" if ci is None else f"{ci[0]:.0f}-{ci[1]:.0f}",
+                     *(f"{s[c]:.1f}" for c in ("max", "mean")),
+                     f"{s['throughput_qps']:.0f}", f"{100 * s['frac_degraded']:.2f}%", _pct(s.get("exposed_frac")),
+                     str(s["lost"]),
                      str(s["failed"]), f"{100 * s['accuracy']:.2f}%", _pct(s.get("accuracy_degraded")),
                      str(s["hedges"]),
                      "-" if fe_cpu is None else f"{100 * fe_cpu:.0f}%"))
@@ -119,6 +130,7 @@ def comparison_lines(cmp: dict[str, Any]) -> list[str]:
     fmt = {"coded_p999_over_equal": "coded p99.9 / equal p99.9", "gap_equal_over_coded":
            "gap (p99.9 - p50) equal / coded", "coded_p50_over_equal": "coded p50 / equal p50",
            "coded_p999_over_hedged": "coded p99.9 / hedged p99.9",
+           "coded_degraded_over_exposed": "coded degraded / queries exposed to a faulted worker",
            "berrut_p999_over_equal": "berrut p99.9 / equal p99.9", "berrut_p50_over_equal": "berrut p50 / equal p50",
            "berrut_p999_over_coded": "berrut p99.9 / coded p99.9", "berrut_p50_over_coded": "berrut p50 / coded p50"}
     lines = [f"{label}: {cmp[key]:.3f}" for key, label in fmt.items() if cmp.get(key) is not None]
