@@ -13,15 +13,18 @@ import logging
 import sys
 from collections.abc import Sequence
 
-COMMAND_MODULES = ("frontend.commands", "frontend.demo", "workers.cli", "parity_models.cli", "harness.bench_cli",
-                   "harness.sim_cli")
+from frontend.help_format import Parser
+
+COMMAND_MODULES = ("frontend.commands", "frontend.up_command", "frontend.fault_command", "frontend.demo", "workers.cli",
+                   "parity_models.cli", "harness.bench_cli", "harness.sim_cli")
 
 
 CONFIG_COMMANDS = ("serve", "up")  # subcommands that take --config FILE.toml
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="parm", description="Prediction serving with erasure-coded resilience.")
+    # every subcommand's parser is a Parser too (add_subparsers makes its own class): --help shows defaults
+    parser = Parser(prog="parm", description="Prediction serving with erasure-coded resilience.")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     parser.add_argument("--log-format", default="text", choices=["text", "json"], help="json: one object per line")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -1,6 +1,6 @@
-"""Which model each parity worker of ``parm up`` runs: the ``--parity-model`` list (one learned
-parity model per parity index 0..r-1) or the defaults, checked against the base model before
-anything starts."""
+"""Which code and model each parity worker of ``parm up`` runs: the ``--parity-model`` list (one
+learned parity model per parity index 0..r-1) or the defaults, checked against the base model before
+anything starts; ``--code auto`` (the default) is the code those parity models were made for."""
 from __future__ import annotations
 
 import re
@@ -11,6 +11,31 @@ BUILTIN = "builtin:"
 # A builtin spec's own parameters (``key=value``) follow commas too: such a piece after a builtin
 # spec continues it, anything else starts the next model of the list.
 BUILTIN_PARAM = re.compile(r"^[A-Za-z_]\w*=[^/]*$")
+AUTO = "auto"
+
+
+def resolve_code(model: str, given: str | None, code: str, mode: str = "coded") -> str:
+    """``--code auto``: the code of the first ``--parity-model`` (a checkpoint's meta says it; builtin
+    parity models are the sum code's), else ``sum`` for a builtin base model (its exact parity
+    models), else ``berrut``, the one code that needs no trained parity model. Other codes pass."""
+    if code != AUTO:
+        return code
+    if mode != "coded" or model.startswith(BUILTIN) and not given:
+        return "sum"  # no parity models to read (replicas), or the builtin's own exact ones
+    if not given:
+        return "berrut"
+    first = split_models(given)[0]
+    if first.startswith(BUILTIN):
+        return "sum"
+    from parity_models import checkpoint  # torch only for checkpoint deployments
+
+    try:
+        trained_for = checkpoint.load(first).get("meta", {}).get("code")
+    except checkpoint.CheckpointError as exc:
+        raise ConfigError(str(exc)) from exc
+    if not isinstance(trained_for, str):
+        raise ConfigError(f"--parity-model {first} does not say which code it was trained for; pass --code")
+    return trained_for
 
 
 def split_models(text: str) -> list[str]:

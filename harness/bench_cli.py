@@ -45,7 +45,8 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
                    help="every worker's --service-time: fixed:ms=F | exp:mean_ms=F | lognormal:median_ms=F,sigma=S | "
                    "file:PATH.json")
     p.add_argument("--rate", type=_rates, default=(100.0,),
-                   help="Poisson arrivals per second; a comma list sweeps load levels on the same workers")
+                   help="Poisson arrivals per second; a comma list sweeps load levels on the same workers "
+                   "(default 100)")
     p.add_argument("--duration", type=float, default=10.0, help="seconds of load per mode")
     p.add_argument("--plan", default=None, help="fault plan: a JSON file or inline JSON (default: no faults)")
     p.add_argument("--seed", type=int, default=0, help="arrivals, query order (the plan has its own seed)")

@@ -99,6 +99,12 @@ def parity_loss(kind: str, out: torch.Tensor, data_out: torch.Tensor, code: Code
     return torch.stack(losses).mean()
 
 
+def bar_disabled(progress: bool) -> bool | None:
+    """tqdm's ``disable`` for a per-step bar: None draws it only on a terminal, because outside one (a CI
+    log, ``> log``, a pipe) every redraw would be a line; there the epoch line is the progress."""
+    return None if progress else True
+
+
 def cosine_lr(base_lr: float, progress: float) -> float:
     """Cosine decay from base_lr to 0 as training progress goes from 0 to 1."""
     return base_lr * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
@@ -150,7 +156,7 @@ def train_parity(cfg: ParityConfig, data: Dataset | None = None) -> dict[str, An
         tuples = sample_tuples(len(train_x), cfg.k, cfg.seed * 100_003 + epoch).to(device)  # (N, k)
         model.train()
         total, count, out_of_time = 0.0, 0, False
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}", disable=not cfg.progress, leave=False)
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}", disable=bar_disabled(cfg.progress), leave=False)
         for s in bar:
             elapsed = time.perf_counter() - t0
             progress = max(state["step"] / (epochs * steps_per_epoch),
@@ -179,8 +185,7 @@ def train_parity(cfg: ParityConfig, data: Dataset | None = None) -> dict[str, An
         record = {"epoch": epoch + 1, "train_loss": float(total) / count, "elapsed_s": round(state["elapsed"], 2),
                   **val}
         state["history"].append(record)
-        tqdm.write(f"epoch {epoch + 1}: loss {record['train_loss']:.4f}  val degraded {val['degraded_top1']:.2f}  "
-                   f"recon {val['recon_top1']:.2f}  base {val['base_top1']:.2f}  ({state['elapsed']:.0f}s)")
+        tqdm.write(_epoch_line(epoch + 1, epochs, record, cfg.time_budget))
         ckpt = checkpoint.make_checkpoint(model, kind="parity", arch=arch, arch_args=arch_args,
                                           input_shape=data.input_shape, num_classes=data.num_classes,
                                           meta={**meta, "epochs": epoch + 1, "steps": state["step"],
@@ -193,6 +198,13 @@ def train_parity(cfg: ParityConfig, data: Dataset | None = None) -> dict[str, An
         if out_of_time:
             break
     return best_ckpt or checkpoint.load(cfg.out)
+
+
+def _epoch_line(epoch: int, epochs: int, record: dict[str, Any], time_budget: float | None) -> str:
+    of = f"/{epochs}" if epochs < 10**9 else ""  # a time-budgeted run has no epoch count
+    budget = f" of {time_budget:g} s" if time_budget else ""
+    return (f"epoch {epoch}{of}: loss {record['train_loss']:.4f}, val degraded {record['degraded_top1']:.2f}%, "
+            f"recon {record['recon_top1']:.2f}%, base {record['base_top1']:.2f}%, {record['elapsed_s']:.1f} s{budget}")
 
 
 def _load_resume(cfg: ParityConfig, base_ckpt: dict[str, Any]) -> dict[str, Any]:

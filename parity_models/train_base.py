@@ -6,6 +6,7 @@ normalization, val/test accuracy, epochs, seed) that workers load with checkpoin
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,7 @@ from parity_models import checkpoint
 from parity_models.data import Dataset, load_dataset
 from parity_models.device import predict, resolve_device
 from parity_models.models import build
-from parity_models.train import cosine_lr
+from parity_models.train import bar_disabled, cosine_lr
 
 
 @dataclass
@@ -55,10 +56,12 @@ def train_base(cfg: BaseConfig, data: Dataset | None = None) -> dict[str, Any]:
     steps_per_epoch = math.ceil(len(x) / cfg.batch_size)
     gen = torch.Generator().manual_seed(cfg.seed)
 
+    t0 = time.perf_counter()
     for epoch in range(cfg.epochs):
         model.train()
         perm = torch.randperm(len(x), generator=gen).to(device)
-        bar = tqdm(range(steps_per_epoch), desc=f"base epoch {epoch + 1}", disable=not cfg.progress, leave=False)
+        bar = tqdm(range(steps_per_epoch), desc=f"base epoch {epoch + 1}", disable=bar_disabled(cfg.progress),
+                   leave=False)
         for s in bar:
             for group in opt.param_groups:
                 group["lr"] = cosine_lr(cfg.lr, (epoch * steps_per_epoch + s) / (cfg.epochs * steps_per_epoch))
@@ -68,7 +71,8 @@ def train_base(cfg: BaseConfig, data: Dataset | None = None) -> dict[str, Any]:
             loss.backward()
             opt.step()
         val_acc = accuracy(predict(model, data.val_x), data.val_y)
-        tqdm.write(f"base epoch {epoch + 1}: loss {loss.item():.4f}  val acc {val_acc:.2f}")
+        tqdm.write(f"base epoch {epoch + 1}/{cfg.epochs}: loss {loss.item():.4f}, val acc {val_acc:.2f}%, "
+                   f"{time.perf_counter() - t0:.1f} s")
 
     meta = {"dataset": data.name, "normalization": norm, "epochs": cfg.epochs, "seed": cfg.seed,
             "val_acc": accuracy(predict(model, data.val_x), data.val_y),

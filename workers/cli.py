@@ -36,12 +36,12 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="checkpoint path or builtin:NAME[:key=val,...] "
                         "(builtin:linear[:seed=,parity_k=,sleep_ms=,jitter_ms=], builtin:sleep[:ms=,jitter_ms=])")
     parser.add_argument("--port", type=_port, required=True, help="TCP port (0 = any free port)")
-    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
-    parser.add_argument("--max-batch", type=_int_at_least(1), default=32, help="requests per batch (default 32)")
+    parser.add_argument("--host", default="127.0.0.1", help="interface to bind")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="where the model runs")
+    parser.add_argument("--max-batch", type=_int_at_least(1), default=32, help="requests per batch")
     parser.add_argument("--fault", default="none", help="fault injection spec, e.g. delay:ms=20+error:p=0.1")
     parser.add_argument("--max-frame", type=_int_at_least(MIN_FRAME), default=DEFAULT_MAX_FRAME,
-                        help=f"largest accepted frame in bytes (default {DEFAULT_MAX_FRAME})")
+                        help="largest accepted frame in bytes")
     parser.add_argument("--service-time", default=None, metavar="DIST",
                         help="calibrated per-batch service time for any model: fixed:ms=F | exp:mean_ms=F | "
                         "lognormal:median_ms=F,sigma=S | file:PATH.json (list of ms). Outputs stay the real "
@@ -100,8 +100,10 @@ def run_worker(args: argparse.Namespace) -> int:
 
 def main_worker(argv: Sequence[str] | None = None) -> int:
     """Standalone entry (``python -m workers.server``), same flags as ``parm worker``."""
-    parser = argparse.ArgumentParser(prog="parm worker", description="Serve one model over TCP.")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser = argparse.ArgumentParser(prog="parm worker", description="Serve one model over TCP.",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="log threshold")
     add_worker_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -167,3 +167,99 @@ def test_sigterm_drains_queries_in_flight_and_refuses_new_ones() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def start_parm_up(*flags: str, state_dir: Path) -> tuple[subprocess.Popen, dict[str, str]]:
+    """``parm up FLAGS`` as a user runs it; returns the process and what its banner says: the
+    frontend URL, each worker's address by data:I / parity:I, and the state file."""
+    env = {**os.environ, "PARM_STATE_DIR": str(state_dir)}
+    env.pop("PARM_WORKER_SECRET", None)
+    proc = subprocess.Popen([sys.executable, "-m", "frontend.cli", "up", *flags], stdout=subprocess.PIPE, text=True,
+                            env=env)
+    found: dict[str, str] = {}
+    deadline = time.monotonic() + 90
+    while "state" not in found and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        assert line or proc.poll() is None, "parm up exited early"
+        if match := re.search(r"frontend on (http://\S+)", line):
+            found["url"] = match.group(1)
+        found.update(re.findall(r"((?:data|parity):\d+)=(\S+)", line))
+        if match := re.search(r"state file: (\S+)", line):
+            found["state"] = match.group(1)
+    return proc, found
+
+
+def wait_ready(url: str) -> None:
+    for _ in range(600):  # readiness follows the first health probes
+        try:
+            with urllib.request.urlopen(f"{url}/ready", timeout=5) as r:
+                if json.load(r)["ready"]:
+                    return
+        except urllib.error.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError("the frontend never became ready")
+
+
+def predict(url: str, x: np.ndarray) -> tuple[int, dict]:
+    req = urllib.request.Request(f"{url}/predict", data=json.dumps({"inputs": x.tolist()}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return r.status, json.load(r)
+
+
+def stop(proc: subprocess.Popen) -> int:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_bare_parm_up_serves_a_coded_cluster_on_its_defaults(tmp_path) -> None:
+    proc, found = start_parm_up("--port", "0", state_dir=tmp_path)  # --port 0: 8080 may be taken on a test machine
+    try:
+        assert set(found) >= {"url", "data:0", "data:1", "parity:0", "state"}, found
+        wait_ready(found["url"])
+        x = np.random.default_rng(5).random((4, 784), dtype=np.float32)
+        status, body = predict(found["url"], x)
+        assert status == 200
+        np.testing.assert_allclose(np.array(body["outputs"]), LINEAR.predict(x.reshape(4, 1, 28, 28)), atol=1e-4)
+        assert Path(found["state"]).is_file()
+    finally:
+        assert stop(proc) == 0
+    assert not Path(found["state"]).exists()  # the secret does not outlive the cluster
+
+
+def parm_fault(*argv: str, state_dir: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PARM_STATE_DIR": str(state_dir)}
+    env.pop("PARM_WORKER_SECRET", None)
+    return subprocess.run([sys.executable, "-m", "frontend.cli", "fault", *argv], capture_output=True, text=True,
+                          env=env, timeout=60)
+
+
+def test_parm_fault_stalls_and_heals_a_worker_of_a_parm_up_cluster(tmp_path) -> None:
+    # a long health interval keeps the stalled worker in rotation, as a straggler that passes its probes
+    proc, found = start_parm_up("--port", "0", "--health-interval-s", "60", state_dir=tmp_path / "state")
+    try:
+        wait_ready(found["url"])
+        stalled = found["data:0"]
+        result = parm_fault(stalled, "stall", state_dir=tmp_path / "state")
+        assert result.returncode == 0 and result.stdout.strip() == f"{stalled}: fault set to 'stall'", result
+        x = np.random.default_rng(6).random((4, 784), dtype=np.float32)
+        status, body = predict(found["url"], x)
+        # a group's queries go to different workers, so groups with one on the stalled worker are decoded
+        assert status == 200 and sum(body["degraded"]) >= 1, body
+        np.testing.assert_allclose(np.array(body["outputs"]), LINEAR.predict(x.reshape(4, 1, 28, 28)), atol=1e-4)
+
+        unknown = parm_fault(stalled, "none", state_dir=tmp_path / "elsewhere")  # no state file: no secret
+        assert unknown.returncode == 1 and unknown.stdout == "", unknown
+        assert unknown.stderr.count("\n") == 1 and "requires its cluster's secret" in unknown.stderr, unknown.stderr
+
+        healed = parm_fault("data:0", "none", state_dir=tmp_path / "state")
+        assert healed.returncode == 0 and healed.stdout.strip() == f"data:0 ({stalled}): fault set to 'none'", healed
+        assert predict(found["url"], x)[0] == 200
+    finally:
+        assert stop(proc) == 0

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import pytest
 
-from frontend.cli import main
+from frontend.cli import build_parser, main
 from frontend.cluster import cluster_specs
-from frontend.commands import default_parity_model, parse_faults
+from frontend.commands import config_from_args, default_parity_model
 from frontend.config import FrontendConfig, parse_address
 from frontend.errors import ConfigError
-from frontend.up_models import parity_models, split_models
+from frontend.up_command import parse_faults, plan_up
+from frontend.up_models import parity_models, resolve_code, split_models
 from parity_models import checkpoint
 from parity_models.models import Linear
 
@@ -30,10 +31,36 @@ def test_parm_up_refuses_a_parity_model_of_another_base_before_starting(tmp_path
         main(["up", "--model", base, "--parity-model", parity, "--k", "4", "--workers", "4", "--code", "concat"])
 
 
+def test_bare_parm_up_plans_a_working_coded_cluster() -> None:
+    args = build_parser().parse_args(["up"])
+    plan = plan_up(args)
+    assert plan.code == "sum"  # builtin:linear's exact parity model is the sum code's
+    assert [s.role for s in plan.specs] == ["data", "data", "parity"]
+    assert plan.models("data") == ["builtin:linear"] and plan.models("parity") == ["builtin:linear:parity_k=2"]
+    cfg = config_from_args(args, (("127.0.0.1", 1), ("127.0.0.1", 2)), (("127.0.0.1", 3),), worker_secret="s",
+                           code=plan.code)
+    assert (cfg.mode, cfg.code, cfg.k, cfg.r, cfg.port, cfg.host) == ("coded", "sum", 2, 1, 8080, "127.0.0.1")
+
+
+def test_code_auto_is_the_parity_models_own_code(tmp_path) -> None:
+    base = save_linear(tmp_path / "base.pt", "base", {})
+    base_id = checkpoint.model_id(checkpoint.load(base))
+    parity = save_linear(tmp_path / "parity.pt", "parity", {"k": 2, "code": "concat", "base_id": base_id})
+    assert resolve_code(base, parity, "auto") == "concat"
+    assert resolve_code(base, None, "auto") == "berrut"  # no parity model trained: the training-free code
+    assert resolve_code("builtin:linear", "builtin:linear:parity_k=2", "auto") == "sum"
+    assert resolve_code(base, parity, "sum") == "sum"  # a code given is kept (and checked against the pair later)
+    assert resolve_code(base, None, "auto", mode="equal") == "sum"  # replicas: no parity model to read
+    plan = plan_up(build_parser().parse_args(["up", "--model", base]))
+    assert plan.code == "berrut" and plan.models("parity") == [base]  # berrut's parity workers run the base model
+
+
 def test_flag_parsing_errors_are_actionable() -> None:
     assert parse_faults(["0=stall", "1=delay:ms=5"], 2) == {0: "stall", 1: "delay:ms=5"}
     with pytest.raises(ConfigError, match="INDEX in 0..1"):
         parse_faults(["2=stall"], 2)
+    with pytest.raises(ConfigError, match="--fault '0=stal': unknown fault 'stal'"):
+        parse_faults(["0=stal"], 2)
     with pytest.raises(ConfigError, match="--code sum"):
         default_parity_model("builtin:linear", 2, "concat")
     assert default_parity_model("builtin:linear", 3, "sum") == "builtin:linear:parity_k=3"

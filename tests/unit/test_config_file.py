@@ -3,10 +3,14 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import pytest
 
 from frontend.cli import build_parser, configure_logging, expand_config
+from frontend.up_command import plan_up
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "cluster.toml"
 
 
 def parse(tmp_path, toml: str, *argv: str):
@@ -35,6 +39,13 @@ default_output = [0.0, 1.0]
 def test_command_line_flags_win_and_repeatable_flags_repeat(tmp_path) -> None:
     args = parse(tmp_path, 'workers = 4\nk = 2\nfault = ["0=stall", "1=delay:ms=5"]\n', "up", "--k", "4")
     assert args.k == 4 and args.workers == 4 and args.fault == ["0=stall", "1=delay:ms=5"]
+
+
+def test_the_example_file_is_a_valid_cluster() -> None:
+    parser = build_parser()
+    args = parser.parse_args(expand_config(parser, ["up", "--config", str(EXAMPLE)]))
+    plan = plan_up(args)
+    assert plan.code == "sum" and [s.role for s in plan.specs].count("parity") == 2  # 4 data workers, k=2
 
 
 def test_unknown_settings_and_bad_files_are_refused(tmp_path, capsys) -> None:
