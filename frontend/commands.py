@@ -14,6 +14,7 @@ from aiohttp import web
 
 from frontend.app import create_app
 from frontend.config import MODES, FrontendConfig, parse_addresses
+from frontend.decode_policy import POLICIES
 from frontend.errors import ConfigError
 from frontend.handlers import SERVICE
 from frontend.up_models import default_parity_model  # noqa: F401 (parm bench imports it from here)
@@ -39,8 +40,18 @@ def add_frontend_arguments(p: argparse.ArgumentParser, code: str = "concat", cod
     p.add_argument("--deadline-ms", type=float, default=1000.0, help="per-request deadline when a request sets none")
     p.add_argument("--group-timeout-ms", type=float, default=20.0,
                    help="close a group with fewer than k queries after this long (served uncoded)")
+    p.add_argument("--decode-policy", default=None, choices=list(POLICIES),
+                   help="when to decode a group that could: adaptive (once the missing output is overdue for its "
+                        "worker), eager (at once, ParM), grace (after --decode-grace-ms); unset: grace if "
+                        "--decode-grace-ms > 0, else adaptive")
     p.add_argument("--decode-grace-ms", type=float, default=0.0,
-                   help="wait this long for a straggler's real output before decoding it (0: decode at once)")
+                   help="grace policy: wait this long for a straggler's real output (never past the deadline)")
+    p.add_argument("--decode-quantile", type=float, default=95.0,
+                   help="adaptive policy: an output is overdue past --decode-slack x this percentile of its "
+                        "worker's latency")
+    p.add_argument("--decode-slack", type=float, default=1.25, help="adaptive policy: see --decode-quantile")
+    p.add_argument("--no-hedge-fallback", dest="hedge_fallback", action="store_false",
+                   help="coded mode: do not re-send an overdue query its group cannot decode to a spare worker")
     p.add_argument("--default-output", default=None,
                    help="comma-separated output given (flagged default) at the deadline instead of a 504")
     p.add_argument("--max-pending", type=int, default=4096, help="admission limit; beyond it 503 + Retry-After")
@@ -57,14 +68,26 @@ def add_frontend_arguments(p: argparse.ArgumentParser, code: str = "concat", cod
 def config_from_args(args: argparse.Namespace, data: Any, parity: Any, worker_secret: str | None = None,
                      code: str | None = None) -> FrontendConfig:
     """The frontend's settings from its flags; ``code`` replaces ``args.code`` (parm up's resolved auto)."""
-    default = tuple(float(v) for v in args.default_output.split(",")) if args.default_output else None
+    default = _default_output(args.default_output)
     return FrontendConfig(data=data, parity=parity, model_name=args.model_name, k=args.k, r=args.r,
                           code=code or args.code, mode=args.mode, host=args.host,
                           port=args.port, deadline_ms=args.deadline_ms, group_timeout_ms=args.group_timeout_ms,
-                          decode_grace_ms=args.decode_grace_ms, hedge_delay_ms=args.hedge_delay_ms,
+                          decode_policy=args.decode_policy, decode_grace_ms=args.decode_grace_ms,
+                          decode_quantile=args.decode_quantile, decode_slack=args.decode_slack,
+                          hedge_fallback=args.hedge_fallback, hedge_delay_ms=args.hedge_delay_ms,
                           default_output=default, max_pending=args.max_pending,
                           health_interval_s=args.health_interval_s, auth_token=read_token(args.auth_token_file),
                           worker_secret=worker_secret if worker_secret is not None else read_worker_secret(args))
+
+
+def _default_output(text: str | None) -> tuple[float, ...] | None:
+    """``--default-output 0,0,1`` -> (0.0, 0.0, 1.0); ConfigError for anything that is not numbers."""
+    if not text:
+        return None
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--default-output {text!r} is not comma-separated numbers") from None
 
 
 def read_worker_secret(args: argparse.Namespace) -> str | None:

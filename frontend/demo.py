@@ -42,8 +42,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--cache-dir", default="runs/demo", help="where trained models are kept and reused")
     p.add_argument("--time-budget", type=float, default=90.0, help="seconds of parity training if not cached")
     p.add_argument("--data-dir", default=None)
-    p.add_argument("--decode-grace-ms", type=float, default=20.0,
-                   help="wait this long for a real output before decoding (0 = decode at once)")
+    p.add_argument("--decode-policy", default=None, choices=("adaptive", "eager", "grace"),
+                   help="when to decode (parm serve --help); unset: grace if --decode-grace-ms > 0, else adaptive")
+    p.add_argument("--decode-grace-ms", type=float, default=0.0, help="grace policy: the wait before decoding")
     p.set_defaults(func=lambda args: asyncio.run(run_demo(args)))
 
 
@@ -72,7 +73,7 @@ async def run_demo(args: argparse.Namespace) -> int:
         # passes health checks would be; with the default (1 s) it would be routed around instead
         cfg = FrontendConfig(data=cluster.addresses("data"), parity=cluster.addresses("parity"), k=args.k,
                              code=args.code, port=free_port(), deadline_ms=5000, health_interval_s=60.0,
-                             decode_grace_ms=args.decode_grace_ms)
+                             decode_policy=args.decode_policy, decode_grace_ms=args.decode_grace_ms)
         runner = web.AppRunner(create_app(cfg), access_log=None)
         await runner.setup()
         await web.TCPSite(runner, cfg.host, cfg.port).start()
@@ -80,7 +81,10 @@ async def run_demo(args: argparse.Namespace) -> int:
         async with aiohttp.ClientSession() as session:
             await _wait_ready(session, url)
             print(f"[3/4] serving {n} test images, {args.k} per request, {args.concurrency} concurrent clients")
-            print(f"      decode grace {cfg.decode_grace_ms:g} ms: a decode waits that long for the real output")
+            print(f"      decode policy {cfg.decode_policy}: "
+                  + {"adaptive": "a decode waits until the missing output is overdue for its worker",
+                     "eager": "decode as soon as the parity output is in (ParM)",
+                     "grace": f"a decode waits {cfg.decode_grace_ms:g} ms for the real output"}[cfg.decode_policy])
             healthy = await _phase("healthy", session, url, x, args.k, args.concurrency)
             await _set_fault(cluster.addresses("data")[0], "stall")
             stalled = await _phase("worker 0 stalled", session, url, x, args.k, args.concurrency)

@@ -26,7 +26,7 @@ import numpy as np
 
 from harness import report
 from harness.bench_faults import FaultReplayer
-from harness.bench_modes import ALL_MODES, check, frontend_args, healthy_needed, plan_targets, worker_specs
+from harness.bench_modes import ALL_MODES, LEARNED_MODES, check, frontend_args, healthy_needed, plan_targets, worker_specs
 from harness.bench_proc import RssSampler, cpu_model, cpu_snapshot, cpu_usage
 from harness.deploy import BenchCluster, FrontendProcess, _die_with_parent, free_port
 from harness.plan import FaultPlan, expand
@@ -70,7 +70,7 @@ class BenchConfig:
     @property
     def parity_spec(self) -> str | None:
         """The parity workers' model; None when coded mode does not run (no parity workers)."""
-        if "coded" not in self.modes:
+        if not any(m in LEARNED_MODES for m in self.modes):
             return None
         return self.parity_model or f"{self.model}:parity_k={self.k}"
 

@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-MODES = ("none", "equal", "hedged", "coded", "berrut")  # = harness.bench_modes.ALL_MODES (numpy-free import here)
+MODES = ("none", "equal", "hedged", "coded", "parm", "berrut")  # = harness.bench_modes.ALL_MODES (numpy-free import here)
+DEFAULT_MODES = ("none", "equal", "hedged", "coded", "berrut")  # parm (ParM's decode-at-once) on request
 
 
 def _modes(text: str) -> tuple[str, ...]:
@@ -33,9 +34,11 @@ def _rates(text: str) -> tuple[float, ...]:
 
 
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--modes", type=_modes, default=MODES,
-                   help="comma list of none,equal,hedged,coded,berrut (default all); berrut = coded mode with the "
-                   "training-free Berrut code, its parity queries served by the extra replicas")
+    p.add_argument("--modes", type=_modes, default=DEFAULT_MODES,
+                   help="comma list of none,equal,hedged,coded,parm,berrut; coded: the adaptive decode policy and "
+                   "fallback hedging; parm: coded as ParM ran it (decode at once, no fallback) on the same parity "
+                   "workers; berrut = coded mode with the training-free Berrut code, its parity queries served "
+                   "by the extra replicas")
     p.add_argument("--workers", type=int, default=4, help="data workers N (extra: N/k parity or replicas)")
     p.add_argument("--k", type=int, default=2)
     p.add_argument("--model", default="builtin:linear", help="base model: builtin:linear or a checkpoint")
@@ -51,6 +54,7 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plan", default=None, help="fault plan: a JSON file or inline JSON (default: no faults)")
     p.add_argument("--seed", type=int, default=0, help="arrivals, query order (the plan has its own seed)")
     p.add_argument("--dataset", default="fashion-mnist", choices=["mnist", "fashion-mnist"])
+    p.add_argument("--data-dir", default=None, help="folder holding <dataset>/ (else $PARM_DATA, /usr/share/datasets, ...)")
     p.add_argument("--max-batch", type=int, default=1, help="worker batch limit (default 1, as ParM)")
     p.add_argument("--deadline-ms", type=float, default=5000.0)
     p.add_argument("--berrut-r", type=int, default=1,
@@ -59,7 +63,11 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--group-timeout-ms", type=float, default=20.0,
                    help="coded: send a partial group's data uncoded after this long (default 20, the frontend's)")
     p.add_argument("--decode-grace-ms", type=float, default=0.0,
-                   help="coded: wait this long for the real output before decoding (default 0, as ParM)")
+                   help="coded: the grace policy, waiting this long for the real output before decoding "
+                        "(0: the frontend's default adaptive policy; parm mode decodes at once, as ParM)")
+    p.add_argument("--parity-cost", type=float, default=1.0,
+                   help="service-time mode: a parity query costs this many base queries (its model's measured "
+                        "compute ratio), so parity workers sleep that much longer")
     p.add_argument("--hedge-delay-ms", type=float, default=None, help="hedged mode: fixed delay (default: the p95 that equal mode measured just before)")
     p.add_argument("--json", default=None, metavar="PATH", help="write the full report as JSON")
     p.add_argument("--plot", default=None, metavar="PATH", help="write a PNG: tail CDF and percentile bars")
@@ -80,7 +88,7 @@ def build_config(args: argparse.Namespace) -> Any:
 
     plan = plan_from_arg(args.plan) if args.plan else FaultPlan()
     code, parity = "sum", args.parity_model
-    if "coded" not in args.modes:  # berrut needs no parity model: the replicas serve its parity queries
+    if not {"coded", "parm"} & set(args.modes):  # berrut needs no parity model: the replicas serve its parity queries
         parity = None
     elif parity is None:
         parity = default_parity_model(args.model, args.k, "sum")
@@ -88,7 +96,8 @@ def build_config(args: argparse.Namespace) -> Any:
         code = _checkpoint_code(parity, args.k)
     return BenchConfig(modes=args.modes, n_data=args.workers, k=args.k, model=args.model, parity_model=parity,
                        code=code, service_time=args.service_time, rates=args.rate, duration_s=args.duration,
-                       plan=plan, seed=args.seed, dataset=args.dataset, max_batch=args.max_batch,
+                       plan=plan, seed=args.seed, dataset=args.dataset, data_dir=args.data_dir,
+                       max_batch=args.max_batch, parity_cost=args.parity_cost,
                        deadline_ms=args.deadline_ms, hedge_delay_ms=args.hedge_delay_ms,
                        decode_grace_ms=args.decode_grace_ms, group_timeout_ms=args.group_timeout_ms,
                        progress=not args.no_progress, berrut_r=args.berrut_r)

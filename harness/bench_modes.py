@@ -7,7 +7,8 @@ parity model; started only when coded mode runs). equal and hedged use the repli
 workers; coded uses the parity workers; berrut is the frontend's coded mode with the training-free
 Berrut code, whose parity queries run on the unmodified base model, so it uses the *replicas* as
 its parity workers: no process of its own, and the plan's faults land on the very workers that
-equal and hedged get.
+equal and hedged get. parm is coded mode as ParM ran it (decode at once, no fallback hedging) on
+the same parity workers, so the decode policy and the fallback are measured side by side.
 """
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ if TYPE_CHECKING:  # bench imports this module: type names only
     from harness.bench import BenchConfig
     from harness.deploy import BenchCluster, BenchWorkerSpec
 
-ALL_MODES = ("none", "equal", "hedged", "coded", "berrut")
-EXTRA_ROLE = {"equal": "replica", "hedged": "replica", "coded": "parity", "berrut": "replica"}
-PARITY_MODES = ("coded", "berrut")  # the frontend runs --mode coded: its extra workers are parity workers
+ALL_MODES = ("none", "equal", "hedged", "coded", "parm", "berrut")
+EXTRA_ROLE = {"equal": "replica", "hedged": "replica", "coded": "parity", "parm": "parity", "berrut": "replica"}
+PARITY_MODES = ("coded", "parm", "berrut")  # the frontend runs --mode coded: its extra workers are parity workers
+LEARNED_MODES = ("coded", "parm")  # modes whose parity workers run the parity model
 
 
 def extra_role(mode: str) -> str | None:
@@ -77,11 +79,15 @@ def frontend_args(cfg: BenchConfig, mode: str, cluster: BenchCluster, hedge_ms: 
         return ",".join(f"{h}:{p}" for h, p in cluster.addresses(role))
     if mode == "berrut":
         args = ["--mode", "coded", "--code", "berrut", "--r", str(cfg.berrut_r)]
+    elif mode == "parm":
+        args = ["--mode", "coded", "--code", cfg.code, "--decode-policy", "eager", "--no-hedge-fallback"]
     else:
         args = ["--mode", mode, "--code", cfg.code]
     args += ["--k", str(cfg.k), "--data", fmt("data"),
              "--deadline-ms", f"{cfg.deadline_ms:g}", "--group-timeout-ms", f"{cfg.group_timeout_ms:g}",
-             "--decode-grace-ms", f"{cfg.decode_grace_ms:g}", "--max-pending", str(cfg.max_pending)]
+             "--max-pending", str(cfg.max_pending)]
+    if mode != "parm" and cfg.decode_grace_ms > 0:
+        args += ["--decode-policy", "grace", "--decode-grace-ms", f"{cfg.decode_grace_ms:g}"]
     role = extra_role(mode)
     if role:  # equal and hedged take their extra replicas through --parity (config.all_data_workers)
         args += ["--parity", fmt(role)]

@@ -76,6 +76,10 @@ def compare(modes: dict[str, dict[str, Any]]) -> dict[str, Any]:
         out["coded_p50_over_equal"] = _ratio(coded["p50"], equal["p50"])
     if coded and hedged:
         out["coded_p999_over_hedged"] = _ratio(coded["p99.9"], hedged["p99.9"])
+    parm = modes.get("parm")
+    if coded and parm:  # the decode policy and fallback hedging against ParM's decode-at-once, same workers
+        out["coded_p999_over_parm"] = _ratio(coded["p99.9"], parm["p99.9"])
+        out["coded_p50_over_parm"] = _ratio(coded["p50"], parm["p50"])
     if coded and coded.get("exposed_frac"):
         # 1.0: a degraded answer for every query the plan exposed to a slowed worker; above it, decodes for nothing
         out["coded_degraded_over_exposed"] = coded["frac_degraded"] / coded["exposed_frac"]
@@ -130,6 +134,8 @@ def comparison_lines(cmp: dict[str, Any]) -> list[str]:
     fmt = {"coded_p999_over_equal": "coded p99.9 / equal p99.9", "gap_equal_over_coded":
            "gap (p99.9 - p50) equal / coded", "coded_p50_over_equal": "coded p50 / equal p50",
            "coded_p999_over_hedged": "coded p99.9 / hedged p99.9",
+           "coded_p999_over_parm": "coded p99.9 / parm (decode at once) p99.9",
+           "coded_p50_over_parm": "coded p50 / parm p50",
            "coded_degraded_over_exposed": "coded degraded / queries exposed to a faulted worker",
            "berrut_p999_over_equal": "berrut p99.9 / equal p99.9", "berrut_p50_over_equal": "berrut p50 / equal p50",
            "berrut_p999_over_coded": "berrut p99.9 / coded p99.9", "berrut_p50_over_coded": "berrut p50 / coded p50"}

@@ -129,3 +129,22 @@ def test_parm_up_checks_every_parity_checkpoint_and_its_index(tmp_path) -> None:
         main(["up", "--model", base, "--parity-model", f"{p1},{p0}", "--k", "2", "--r", "2", "--code", "sum"])
     with pytest.raises(SystemExit, match="trained for base model 0123456789abcdef"):
         main(["up", "--model", base, "--parity-model", f"{p0},{other}", "--k", "2", "--r", "2", "--code", "sum"])
+
+
+def test_decode_policy_flags_reach_the_config() -> None:
+    stand_in = ((("127.0.0.1", 1), ("127.0.0.1", 2)), (("127.0.0.1", 3),))
+    cfg = config_from_args(build_parser().parse_args(["up"]), *stand_in, worker_secret="s", code="sum")
+    assert (cfg.decode_policy, cfg.decode_quantile, cfg.decode_slack, cfg.hedge_fallback) == ("adaptive", 95.0, 1.25,
+                                                                                              True)
+    args = build_parser().parse_args(["up", "--decode-policy", "eager", "--no-hedge-fallback"])
+    cfg = config_from_args(args, *stand_in, worker_secret="s", code="sum")
+    assert cfg.decode_policy == "eager" and not cfg.hedge_fallback
+    grace = config_from_args(build_parser().parse_args(["up", "--decode-grace-ms", "30"]), *stand_in,
+                             worker_secret="s", code="sum")
+    assert grace.decode_policy == "grace" and grace.decode().grace_s == pytest.approx(0.03)
+    with pytest.raises(ConfigError, match="applies to the grace policy"):
+        config_from_args(build_parser().parse_args(["up", "--decode-policy", "adaptive", "--decode-grace-ms", "30"]),
+                         *stand_in, worker_secret="s", code="sum")
+    with pytest.raises(ConfigError, match="not comma-separated numbers"):
+        config_from_args(build_parser().parse_args(["up", "--default-output", "abc"]), *stand_in, worker_secret="s",
+                         code="sum")
