@@ -237,32 +237,43 @@ def fuzz_loop():
 
 
 def test_no_request_gets_a_5xx(fuzz_loop) -> None:
-    async def scenario() -> None:
-        async with worker_servers(["builtin:linear"]) as ws:
-            cfg = FrontendConfig(data=(("127.0.0.1", ws[0].port),), mode="none", deadline_ms=2000, health_interval_s=30)
-            async with frontend(cfg) as c:
-                statuses: list[int] = []
+    fuzz_loop.run_until_complete(fuzz(fuzz_loop, EXAMPLES, coded=False))
 
-                @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
-                @given(req=requests)
-                def one(req: Request) -> None:
-                    fut = asyncio.run_coroutine_threadsafe(send(c, req), fuzz_loop)
-                    status, payload = fut.result(timeout=30)
-                    statuses.append(status)
-                    # the only 5xx allowed are the designed ones: a deadline the client set too short
-                    designed = status == 504 and isinstance(payload, dict) and payload.get("code") == "deadline_exceeded"
-                    what = (status, payload, req.method, req.path, req.headers, req.body[:200])
-                    assert status < 500 or designed, what
-                    if status >= 400:  # every error is JSON {"error", "code"}
-                        assert isinstance(payload, dict) and {"error", "code"} <= set(payload), what
-                    else:
-                        assert payload is not None and "error" not in payload, what
 
-                await asyncio.to_thread(one)
-                assert len(statuses) >= EXAMPLES and service_of(c).pending == 0
-                print(f"fuzz: {len(statuses)} requests, statuses {dict(sorted(_counts(statuses).items()))}")
+@pytest.mark.slow
+def test_ten_thousand_requests_to_a_coded_frontend_get_no_5xx(fuzz_loop) -> None:
+    """The benchmark-sized run (BENCHMARKS.md), against the coded path: pytest -m slow."""
+    fuzz_loop.run_until_complete(fuzz(fuzz_loop, max(EXAMPLES, 10_000), coded=True))
 
-    fuzz_loop.run_until_complete(scenario())
+
+async def fuzz(fuzz_loop: asyncio.AbstractEventLoop, examples: int, coded: bool) -> None:
+    models = ["builtin:linear"] * (2 if coded else 1) + (["builtin:linear:parity_k=2"] if coded else [])
+    async with worker_servers(models) as ws:
+        addrs = tuple(("127.0.0.1", w.port) for w in ws)
+        cfg = FrontendConfig(data=addrs[:2] if coded else addrs, parity=addrs[2:], k=2, code="sum",
+                             mode="coded" if coded else "none", deadline_ms=2000, health_interval_s=30)
+        async with frontend(cfg) as c:
+            statuses: list[int] = []
+
+            @settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck))
+            @given(req=requests)
+            def one(req: Request) -> None:
+                fut = asyncio.run_coroutine_threadsafe(send(c, req), fuzz_loop)
+                status, payload = fut.result(timeout=30)
+                statuses.append(status)
+                # the only 5xx allowed are the designed ones: a deadline the client set too short
+                designed = status == 504 and isinstance(payload, dict) and payload.get("code") == "deadline_exceeded"
+                what = (status, payload, req.method, req.path, req.headers, req.body[:200])
+                assert status < 500 or designed, what
+                if status >= 400:  # every error is JSON {"error", "code"}
+                    assert isinstance(payload, dict) and {"error", "code"} <= set(payload), what
+                else:
+                    assert payload is not None and "error" not in payload, what
+
+            await asyncio.to_thread(one)
+            assert len(statuses) >= examples and service_of(c).pending == 0
+            print(f"fuzz: {len(statuses)} requests ({'coded' if coded else 'none'} mode), "
+                  f"statuses {dict(sorted(_counts(statuses).items()))}")
 
 
 def _counts(statuses: list[int]) -> dict[int, int]:
