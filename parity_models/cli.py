@@ -1,5 +1,6 @@
-"""``parm train-base``, ``parm train-parity``, ``parm eval`` and ``parm train-demo``: thin argument
-parsing over train_base.py, train.py, evaluate.py and demo.py (torch is imported inside each command)."""
+"""``parm train-base``, ``parm train-parity``, ``parm eval``, ``parm import-model`` and ``parm train-demo``: thin
+argument parsing over train_base.py, train.py, evaluate.py, import_model.py and demo.py (torch is imported
+inside each command)."""
 from __future__ import annotations
 
 import argparse
@@ -13,6 +14,13 @@ from pathlib import Path
 ARCH_CHOICES = ("mlp", "lenet5", "resnet18")
 PARITY_ARCH_CHOICES = ("same", *ARCH_CHOICES, "tiled")
 DATASET_CHOICES = ("mnist", "fashion-mnist", "cifar10")
+DATASET_HELP = ("mnist, fashion-mnist, cifar10, or your own images: folder:PATH (PATH/<class>/*.png, or "
+                "PATH/train/<class> + PATH/test/<class>) or npz:PATH (x_train, y_train[, x_test, y_test] or x, y); "
+                "a bare path works too")
+LOSS_CHOICES = ("mse", "kl", "kl-ce", "ce-base")  # losses.LOSSES, spelled out here so --help needs no torch
+LOSS_HELP = ("mse: onto the summed base outputs (ParM); kl: each decoded output's softmax onto the base model's; "
+             "kl-ce: kl plus cross-entropy of each decoded output with its true label; ce-base: cross-entropy of "
+             "each decoded output with the base model's top class")
 TABLE_COLUMNS = ("dataset", "k", "code", "groups", "base_top1", "degraded_top1", "recon_top1",
                  "base_top5", "degraded_top5", "recon_top5")
 ERASURE_COLUMNS = ("dataset", "code", "k", "r", "missing", "groups", "patterns", "base_top1", "degraded_top1",
@@ -61,10 +69,9 @@ def _train_parity(args: argparse.Namespace) -> int:
     from parity_models.train import ParityConfig, last_path, train_parity
 
     cfg = ParityConfig(args.base, args.k, args.code, args.out, parity_index=args.parity_index, arch=args.arch,
-                       epochs=args.epochs,
-                       time_budget=args.time_budget, loss=args.loss, resume=args.resume, device=args.device,
-                       seed=args.seed, batch_size=args.batch_size, lr=args.lr, data_dir=args.data_dir,
-                       progress=not args.quiet)
+                       init=args.init, epochs=args.epochs, time_budget=args.time_budget, loss=args.loss,
+                       dataset=args.dataset, resume=args.resume, device=args.device, seed=args.seed,
+                       batch_size=args.batch_size, lr=args.lr, data_dir=args.data_dir, progress=not args.quiet)
     ckpt = train_parity(cfg)
     print(f"saved best {args.out} (epoch {ckpt['meta']['epochs']}, val degraded top-1 "
           f"{ckpt['meta']['val']['degraded_top1']:.2f}); last: {last_path(args.out)}")
@@ -80,20 +87,38 @@ def _eval(args: argparse.Namespace) -> int:
         from parity_models.evaluate_berrut import evaluate_berrut
 
         rows = evaluate_berrut(args.base, args.k, args.r, missing=args.missing, data_dir=args.data_dir,
-                               device=args.device)
+                               device=args.device, dataset=args.dataset)
     elif not args.parity:
         raise SystemExit("parm eval: --parity is required (or --code berrut --k K --r R)")
     elif len(args.parity) == 1 and not args.missing:
-        rows = [evaluate(args.base, args.parity[0], data_dir=args.data_dir, device=args.device, split=args.split)]
+        rows = [evaluate(args.base, args.parity[0], data_dir=args.data_dir, device=args.device, split=args.split,
+                         dataset=args.dataset)]
     else:
         rows = evaluate_learned(args.base, args.parity, missing=args.missing, data_dir=args.data_dir,
-                                device=args.device)
+                                device=args.device, dataset=args.dataset)
     print(format_table(rows, TABLE_COLUMNS if "split" in rows[0] else ERASURE_COLUMNS))
     result = rows[0] if len(rows) == 1 else rows
     print(json.dumps(result, indent=1))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+def _import_model(args: argparse.Namespace) -> int:
+    from parity_models import checkpoint
+    from parity_models.import_model import import_model, parse_shape, parse_stats
+
+    try:
+        shape, mean, std = parse_shape(args.input_shape), parse_stats(args.mean, 0.0), parse_stats(args.std, 1.0)
+    except ValueError as exc:
+        raise SystemExit(f"parm import-model: {exc}") from None
+    ckpt = import_model(args.model, args.out, input_shape=shape, num_classes=args.num_classes, mean=mean, std=std,
+                        dataset=args.dataset, data_dir=args.data_dir, device=args.device)
+    meta = ckpt["meta"]
+    scored = f", test acc {meta['test_acc']:.2f} on {meta['dataset']}" if "test_acc" in meta else ""
+    print(f"saved {args.out}: {meta['program_format']} model {checkpoint.model_id(ckpt)}, inputs "
+          f"{ckpt['input_shape']}, {ckpt['num_classes']} classes{scored}")
     return 0
 
 
@@ -109,7 +134,7 @@ def _train_demo(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("train-base", help="train a base model and save a self-describing checkpoint")
-    p.add_argument("--dataset", required=True, choices=DATASET_CHOICES)
+    p.add_argument("--dataset", required=True, help=DATASET_HELP)
     p.add_argument("--model", required=True, choices=ARCH_CHOICES)
     p.add_argument("--out", required=True)
     p.add_argument("--epochs", type=int, default=10)
@@ -122,7 +147,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser("train-parity", help="train a parity model for a base checkpoint; writes OUT (best "
                                                    "by val degraded accuracy) and OUT's stem + .last (resumable)")
-    p.add_argument("--base", required=True)
+    p.add_argument("--base", required=True, help="base model: a checkpoint, or a torch.export .pt2 file")
     p.add_argument("--k", type=int, required=True)
     p.add_argument("--code", required=True, choices=("sum", "concat"))
     p.add_argument("--out", required=True)
@@ -130,11 +155,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="which parity of a code with r >= 2 parities this model is (0..r-1; train one model each)")
     p.add_argument("--arch", default="same", choices=PARITY_ARCH_CHOICES,
                    help="same: the base model's; tiled (concat only): one MLP shared by the k tiles")
+    p.add_argument("--init", default=None, choices=("base", "scratch"),
+                   help="starting weights: base (the base model's own; the default with --arch same) or scratch "
+                        "(the default for any other --arch)")
     p.add_argument("--epochs", type=int, default=None, help="default: 30, or unbounded with --time-budget")
     p.add_argument("--time-budget", type=float, default=None, help="seconds of training (the lr decays to 0 then)")
-    p.add_argument("--loss", default="mse", choices=("mse", "kl"),
-                   help="mse onto the summed base outputs (ParM), or kl between each decoded output's "
-                        "softmax and the base model's")
+    p.add_argument("--loss", default="mse", choices=LOSS_CHOICES, help=LOSS_HELP)
+    p.add_argument("--dataset", default=None, help="training images (default: the base model's dataset); "
+                                                   + DATASET_HELP)
     p.add_argument("--resume", default=None, help="a .last checkpoint to continue from")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -155,8 +183,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                                              "(default: each of 1..r)")
     p.add_argument("--json", default=None, help="also write the results here")
     p.add_argument("--split", default="test", choices=("test", "val"))
+    p.add_argument("--dataset", default=None, help="default: the base model's dataset; " + DATASET_HELP)
     _common(p)
     p.set_defaults(func=_friendly(_eval))
+
+    p = subparsers.add_parser("import-model", help="make your own torch.export (.pt2) or TorchScript model a "
+                                                   "parm base checkpoint (a .pt2 also works as it is)")
+    p.add_argument("model", help="a file saved by torch.export.save (.pt2) or torch.jit.save (.ts/.pt)")
+    p.add_argument("--out", required=True, help="the base checkpoint to write")
+    p.add_argument("--input-shape", default=None, metavar="C,H,W",
+                   help="one query's shape (default: read from a .pt2; TorchScript needs it)")
+    p.add_argument("--num-classes", type=int, default=None, help="check the model returns this many scores")
+    p.add_argument("--mean", default=None, help="normalisation applied to raw [0, 1] pixels before the model, "
+                                                "(x - mean) / std: one value or one per channel (default: none, "
+                                                "the model normalises itself)")
+    p.add_argument("--std", default=None, help="see --mean (default 1)")
+    p.add_argument("--dataset", default=None, help="record this dataset (parm train-parity then needs no --dataset) "
+                                                   "and score the model on it; " + DATASET_HELP)
+    _common(p)
+    p.set_defaults(func=_friendly(_import_model))
 
     p = subparsers.add_parser("train-demo", help="train (or reuse cached) demo base + parity models")
     p.add_argument("--cache-dir", default=".cache/parm-demo")

@@ -1,5 +1,6 @@
 """Datasets for training and evaluating base and parity models: find, verify and read
-MNIST / Fashion-MNIST (gzipped IDX) and CIFAR-10 (python batches) into float tensors in [0, 1].
+MNIST / Fashion-MNIST (gzipped IDX) and CIFAR-10 (python batches) into float tensors in [0, 1];
+a user's image folder or .npz arrays (``folder:PATH``, ``npz:PATH``) are read by custom_data.py.
 
 Data flow: files on disk -> ``load_dataset`` -> ``Dataset`` (train / val / test tensors) -> train.py, evaluate.py.
 """
@@ -13,9 +14,13 @@ import tarfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+
+from parity_models import custom_data
+from parity_models.errors import DatasetError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VAL_SIZE = 5000
@@ -50,9 +55,8 @@ SPECS: dict[str, Spec] = {
 }
 CIFAR_DIR = "cifar-10-batches-py"
 
-
-class DatasetError(RuntimeError):
-    """A dataset is unknown, missing, or its files are not what they should be."""
+__all__ = ["Dataset", "DatasetError", "SPECS", "candidate_dirs", "check_fits", "dataset_for_model", "find_dataset_dir",
+           "load_dataset"]
 
 
 @dataclass
@@ -67,6 +71,7 @@ class Dataset:
     test_x: torch.Tensor
     test_y: torch.Tensor
     num_classes: int
+    classes: list[str] | None = None  # class names (an image folder's subfolders), label i = classes[i]
 
     @property
     def input_shape(self) -> list[int]:
@@ -96,7 +101,8 @@ def _has_files(folder: Path, name: str) -> bool:
 def find_dataset_dir(name: str, data_dir: str | Path | None = None, download: bool = True) -> Path:
     """The first folder holding the dataset's files; else download to ``data_dir`` or ``./data``."""
     if name not in SPECS:
-        raise DatasetError(f"unknown dataset {name!r}; known: {', '.join(sorted(SPECS))}")
+        raise DatasetError(f"unknown dataset {name!r}; known: {', '.join(sorted(SPECS))}, or your own images: "
+                           f"folder:PATH (PATH/<class>/*.png) or npz:PATH (x_train, y_train, ...)")
     tried = candidate_dirs(name, data_dir)
     for folder in tried:
         if _has_files(folder, name):
@@ -180,15 +186,48 @@ def _to_tensors(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tenso
 
 
 def load_dataset(name: str, data_dir: str | Path | None = None, download: bool = True) -> Dataset:
-    """Read all splits; val = the last VAL_SIZE images (a tenth of a small training set) of a VAL_SEED
-    permutation of the training set."""
+    """Read all splits of a built-in dataset, or of ``folder:PATH`` / ``npz:PATH`` (a bare path of either
+    kind too; a built-in name wins); val = the last VAL_SIZE images (a tenth of a small training set) of
+    a VAL_SEED permutation of the training set."""
+    own = custom_data.parse_spec(name) if name not in SPECS else None
+    if own is not None:
+        arrays = custom_data.read(*own)
+        return _split_val(custom_data.spec_name(*own), arrays.train_x, arrays.train_y, arrays.test_x, arrays.test_y,
+                          arrays.num_classes, arrays.classes)
     folder = find_dataset_dir(name, data_dir, download)
     reader = _read_cifar if name == "cifar10" else _read_idx_dataset
     tr_x, tr_y, te_x, te_y = reader(folder)
     train_x, train_y = _to_tensors(tr_x, tr_y)
     test_x, test_y = _to_tensors(te_x, te_y)
+    return _split_val(name, train_x, train_y, test_x, test_y, SPECS[name].num_classes)
+
+
+def _split_val(name: str, train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
+               num_classes: int, classes: list[str] | None = None) -> Dataset:
+    """Hold out the validation split: the same images for every model of this dataset (VAL_SEED)."""
     perm = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(VAL_SEED))
     val_size = min(VAL_SIZE, len(train_x) // 10)
+    if val_size < 1:
+        raise DatasetError(f"dataset {name!r} has {len(train_x)} training images; at least 10 are needed "
+                           f"(a tenth is held out for validation)")
     fit, val = perm[:-val_size], perm[-val_size:]
-    return Dataset(name, train_x[fit], train_y[fit], train_x[val], train_y[val], test_x, test_y,
-                   SPECS[name].num_classes)
+    return Dataset(name, train_x[fit], train_y[fit], train_x[val], train_y[val], test_x, test_y, num_classes, classes)
+
+
+def dataset_for_model(base_ckpt: dict[str, Any], dataset: str | None, data_dir: str | None) -> Dataset:
+    """``dataset``, else the one the base checkpoint was trained on (an imported program may record none)."""
+    name = dataset or base_ckpt.get("meta", {}).get("dataset")
+    if not name:
+        raise DatasetError("the base model records no dataset; pass --dataset (a built-in name, folder:PATH or "
+                           "npz:PATH)")
+    return load_dataset(name, data_dir)
+
+
+def check_fits(base_ckpt: dict[str, Any], data: Dataset) -> None:
+    """The dataset's images must be the base model's inputs, and its labels among the model's classes."""
+    if list(data.input_shape) != list(base_ckpt["input_shape"]):
+        raise DatasetError(f"dataset {data.name!r} has images {data.input_shape}; the base model takes "
+                           f"{list(base_ckpt['input_shape'])}")
+    if data.num_classes > base_ckpt["num_classes"]:
+        raise DatasetError(f"dataset {data.name!r} has {data.num_classes} classes; the base model has "
+                           f"{base_ckpt['num_classes']} outputs")

@@ -15,7 +15,7 @@ from torch import nn
 
 from coders import Code, make_code
 from parity_models import checkpoint
-from parity_models.data import Dataset, load_dataset
+from parity_models.data import Dataset, check_fits, dataset_for_model
 from parity_models.device import predict, resolve_device
 
 MAX_PATTERNS = 64  # missing-slot patterns evaluated per number missing; all of them when there are fewer
@@ -73,17 +73,18 @@ def degraded_metrics(base_out: torch.Tensor, parity_out: torch.Tensor, groups: t
 
 def evaluate(base_ckpt: dict[str, Any] | str | Path, parity_ckpt: dict[str, Any] | str | Path, *,
              data_dir: str | Path | None = None, device: str = "auto", split: str = "test",
-             seed: int = EVAL_SEED, data: Dataset | None = None) -> dict[str, Any]:
+             seed: int = EVAL_SEED, data: Dataset | None = None, dataset: str | None = None) -> dict[str, Any]:
     """Score a base/parity pair on a split ("test" or "val"), decoding one missing output from that parity
     model alone (with its own code row, whatever its parity_index); returns settings and METRICS (percent).
 
-    ``data`` overrides loading the base model's dataset (tests pass small subsets)."""
+    ``data`` overrides loading ``dataset`` (default: the base model's; tests pass small subsets)."""
     base_ckpt = checkpoint.load(base_ckpt) if isinstance(base_ckpt, (str, Path)) else base_ckpt
     parity_ckpt = checkpoint.load(parity_ckpt) if isinstance(parity_ckpt, (str, Path)) else parity_ckpt
     k, code_name = parity_ckpt["meta"]["k"], parity_ckpt["meta"]["code"]
     checkpoint.check_pair(base_ckpt, parity_ckpt, k, code_name)
     dev = resolve_device(device)
-    data = data or load_dataset(base_ckpt["meta"]["dataset"], data_dir)
+    data = data or dataset_for_model(base_ckpt, dataset, data_dir)
+    check_fits(base_ckpt, data)
     x, y = (data.test_x, data.test_y) if split == "test" else (data.val_x, data.val_y)
     index = parity_ckpt["meta"].get("parity_index", 0)  # parity model l encodes and decodes with code row l
     code = make_code(code_name, k, index + 1)
@@ -125,7 +126,8 @@ def erasure_metrics(code: Code, data_out: torch.Tensor, parity_out: torch.Tensor
 @torch.no_grad()
 def evaluate_learned(base_ckpt: dict[str, Any] | str | Path, parity_ckpts: list[dict[str, Any] | str | Path], *,
                      missing: int | None = None, data_dir: str | Path | None = None, device: str = "auto",
-                     seed: int = EVAL_SEED, data: Dataset | None = None) -> list[dict[str, Any]]:
+                     seed: int = EVAL_SEED, data: Dataset | None = None,
+                     dataset: str | None = None) -> list[dict[str, Any]]:
     """A learned code with r = len(parity_ckpts) parity models (their parity_index 0..r-1): one result
     row per number of missing data outputs s (``missing`` or 1..r), as the frontend would decode."""
     base_ckpt = checkpoint.load(base_ckpt) if isinstance(base_ckpt, (str, Path)) else base_ckpt
@@ -140,7 +142,8 @@ def evaluate_learned(base_ckpt: dict[str, Any] | str | Path, parity_ckpts: list[
                                          f"got {indices}")
     code = make_code(code_name, k, len(parities))
     dev = resolve_device(device)
-    data = data or load_dataset(base_ckpt["meta"]["dataset"], data_dir)
+    data = data or dataset_for_model(base_ckpt, dataset, data_dir)
+    check_fits(base_ckpt, data)
     groups = make_groups(len(data.test_x), k, seed)  # (G, k)
     idx = groups.T  # (k, G)
     data_out = predict(checkpoint.build_model(base_ckpt, dev), data.test_x)[idx]  # (k, G, C)

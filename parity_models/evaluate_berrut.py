@@ -12,7 +12,7 @@ import torch
 
 from coders import BerrutCode
 from parity_models import checkpoint
-from parity_models.data import Dataset, load_dataset
+from parity_models.data import Dataset, check_fits, dataset_for_model
 from parity_models.device import predict, resolve_device
 from parity_models.evaluate import EVAL_SEED, erasure_metrics, make_groups
 
@@ -20,11 +20,12 @@ from parity_models.evaluate import EVAL_SEED, erasure_metrics, make_groups
 @torch.no_grad()
 def evaluate_berrut(base_ckpt: dict[str, Any] | str | Path, k: int, r: int, *, missing: int | None = None,
                     data_dir: str | Path | None = None, device: str = "auto", seed: int = EVAL_SEED,
-                    data: Dataset | None = None) -> list[dict[str, Any]]:
+                    data: Dataset | None = None, dataset: str | None = None) -> list[dict[str, Any]]:
     """One result row per number of missing outputs s (``missing`` or 1..r), metrics in percent."""
     base_ckpt = checkpoint.load(base_ckpt) if isinstance(base_ckpt, (str, Path)) else base_ckpt
     dev = resolve_device(device)
-    data = data or load_dataset(base_ckpt["meta"]["dataset"], data_dir)
+    data = data or dataset_for_model(base_ckpt, dataset, data_dir)
+    check_fits(base_ckpt, data)
     code = BerrutCode(k, r)
     model = checkpoint.build_model(base_ckpt, dev)
     x = data.test_x

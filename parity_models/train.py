@@ -1,8 +1,9 @@
-"""Parity-model training: sample k-tuples of training images, encode them with the coders/ code and
-regress the parity model's output onto code.target(base outputs), validating degraded accuracy per epoch.
+"""Parity-model training: sample k-tuples of training images, encode them with the coders/ code and pull
+the parity model's output towards the code's target (losses.py), validating degraded accuracy per epoch.
 
-Data flow: base checkpoint + Dataset -> precomputed base outputs -> training loop -> parity checkpoints
-(``out`` = best by validation degraded top-1, ``<stem>.last<suffix>`` = last, with optimizer state).
+Data flow: base checkpoint + Dataset -> precomputed base outputs -> parity_build (architecture, starting
+weights) -> training loop -> parity checkpoints (``out`` = best by validation degraded top-1,
+``<stem>.last<suffix>`` = last, with optimizer state).
 """
 from __future__ import annotations
 
@@ -13,15 +14,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
-from coders import Code, make_code
+from coders import make_code
 from parity_models import checkpoint
-from parity_models.data import Dataset, load_dataset
+from parity_models.data import Dataset, check_fits, dataset_for_model
 from parity_models.device import predict, resolve_device
 from parity_models.evaluate import degraded_metrics, make_groups, parity_outputs
-from parity_models.models import build
+from parity_models.losses import LABELLED, LOSSES, parity_loss
+from parity_models.parity_build import ParityModel, build_parity, encoded_stats, parity_arch, sample_tuples
+
+__all__ = ["DEFAULT_EPOCHS", "ParityConfig", "bar_disabled", "cosine_lr", "encoded_stats", "last_path", "parity_arch",
+           "parity_loss", "sample_tuples", "train_parity"]
 
 DEFAULT_EPOCHS = 30  # used when neither --epochs nor --time-budget is given
 
@@ -34,9 +38,11 @@ class ParityConfig:
     out: str
     parity_index: int = 0  # which of the code's parity rows this model learns (r >= 2: one model per row)
     arch: str = "same"  # same | mlp | lenet5 | resnet18 | tiled (concat only)
+    init: str | None = None  # base (the base model's weights; default for arch same) | scratch
     epochs: int | None = None
     time_budget: float | None = None  # seconds of training loop (setup excluded), over all resumes
-    loss: str = "mse"  # mse: ParM's regression onto the summed outputs; kl: match decoded softmaxes
+    loss: str = "mse"  # losses.LOSSES: mse (ParM's regression onto the summed outputs), kl, kl-ce, ce-base
+    dataset: str | None = None  # default: the one the base checkpoint records
     resume: str | None = None
     device: str = "auto"
     seed: int = 0
@@ -53,52 +59,6 @@ def last_path(out: str | Path) -> Path:
     return out.with_name(f"{out.stem}.last{out.suffix}")
 
 
-def sample_tuples(n: int, k: int, seed: int) -> torch.Tensor:
-    """One epoch of k-tuples: k independent permutations side by side, so every image appears once
-    at every position: (n, k) indices."""
-    gen = torch.Generator().manual_seed(seed)
-    return torch.stack([torch.randperm(n, generator=gen) for _ in range(k)], dim=1)
-
-
-@torch.no_grad()
-def encoded_stats(code: Code, x: torch.Tensor, per_channel: bool, n: int = 8192, seed: int = 0,
-                  index: int = 0) -> tuple[Any, Any]:
-    """Mean/std of encoded queries (a sum of k images lies in [0, k]), for the parity model's Normalize."""
-    idx = sample_tuples(len(x), code.k, seed)[:n].T.to(x.device)  # (k, n)
-    enc = code.encode(x[idx])[index]  # (n, *S)
-    if per_channel:
-        flat = enc.transpose(0, 1).flatten(1)  # (C, n * H * W)
-        return flat.mean(1).tolist(), flat.std(1).tolist()
-    return float(enc.mean()), float(enc.std())
-
-
-def parity_arch(base_ckpt: dict[str, Any], arch: str, stats: tuple[Any, Any], code: Code,
-                index: int = 0) -> tuple[str, dict[str, Any]]:
-    """(arch, args) of the parity model: the base's own architecture ('same') or a named one; 'tiled'
-    (concat only) is told the code's k and its row's output weights."""
-    if arch == "same":
-        name, args = base_ckpt["arch"], dict(base_ckpt["arch_args"])
-    else:
-        name, args = arch, {"input_shape": base_ckpt["input_shape"], "num_classes": base_ckpt["num_classes"]}
-    if name == "tiled":
-        if code.name != "concat":
-            raise ValueError(f"the tiled parity model reads the concat code's tiles; got code {code.name!r}")
-        args.update(k=code.k, weights=[float(w) for w in code.coeffs[index]])
-    if name != "linear":  # every other architecture starts with a Normalize layer
-        args["mean"], args["std"] = stats
-    return name, args
-
-
-def parity_loss(kind: str, out: torch.Tensor, data_out: torch.Tensor, code: Code, index: int = 0) -> torch.Tensor:
-    """out (B, C) outputs of parity model ``index``; data_out (k, B, C) base outputs of the tuple's queries."""
-    if kind == "mse":
-        return F.mse_loss(out, code.target(data_out)[index])
-    # kl: the decoded output for each missing position should have the base model's softmax
-    losses = [F.kl_div(F.log_softmax(code.decode_batch(data_out, out, i, index), 1), F.log_softmax(data_out[i], 1),
-                       reduction="batchmean", log_target=True) for i in range(code.k)]
-    return torch.stack(losses).mean()
-
-
 def bar_disabled(progress: bool) -> bool | None:
     """tqdm's ``disable`` for a per-step bar: None draws it only on a terminal, because outside one (a CI
     log, ``> log``, a pipe) every redraw would be a line; there the epoch line is the progress."""
@@ -112,12 +72,13 @@ def cosine_lr(base_lr: float, progress: float) -> float:
 
 def train_parity(cfg: ParityConfig, data: Dataset | None = None) -> dict[str, Any]:
     """Train a parity model for the base checkpoint ``cfg.base``; returns the best checkpoint."""
-    if cfg.loss not in ("mse", "kl"):
-        raise ValueError(f"unknown loss {cfg.loss!r}; known: mse, kl")
+    if cfg.loss not in LOSSES:
+        raise ValueError(f"unknown loss {cfg.loss!r}; known: {', '.join(LOSSES)}")
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     base_ckpt = checkpoint.load(cfg.base)
-    data = data or load_dataset(base_ckpt["meta"]["dataset"], cfg.data_dir)
+    data = data or dataset_for_model(base_ckpt, cfg.dataset, cfg.data_dir)
+    check_fits(base_ckpt, data)
     if cfg.parity_index < 0:
         raise ValueError(f"parity_index must be >= 0, got {cfg.parity_index}")
     code = make_code(cfg.code, cfg.k, cfg.parity_index + 1)  # rows 0..parity_index; this model learns the last
@@ -129,24 +90,23 @@ def train_parity(cfg: ParityConfig, data: Dataset | None = None) -> dict[str, An
     base = checkpoint.build_model(base_ckpt, device)
     train_x, val_x = data.train_x.to(device), data.val_x.to(device)  # (N, *S), (V, *S)
     train_out, val_out = predict(base, train_x), predict(base, val_x)  # (N, C), (V, C)
+    train_y = data.train_y.to(device)  # (N,), for the losses that use labels
     val_groups = make_groups(len(val_x), cfg.k)  # (V // k, k), the same groups every epoch
     steps_per_epoch = math.ceil(len(train_x) / cfg.batch_size)
 
     resumed = _load_resume(cfg, base_ckpt) if cfg.resume else None
     if resumed:
-        arch, arch_args = resumed["arch"], resumed["arch_args"]
+        parity = ParityModel(checkpoint.build_model(resumed, device), resumed["arch"], resumed["arch_args"],
+                             resumed["meta"].get("init", "scratch"), resumed.get("program"))
     else:
-        per_channel = isinstance(base_ckpt["arch_args"].get("mean"), list)
-        stats = encoded_stats(code, train_x, per_channel, seed=cfg.seed, index=index)
-        arch, arch_args = parity_arch(base_ckpt, cfg.arch, stats, code, index)
-    model = build(arch, arch_args).to(device)
+        parity = build_parity(base_ckpt, cfg.arch, cfg.init, code, train_x, index, cfg.seed, device)
+    model, arch, arch_args = parity.module, parity.arch, parity.arch_args
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     meta = {"k": cfg.k, "code": cfg.code, "parity_index": index, "base_id": checkpoint.model_id(base_ckpt),
-            "dataset": data.name, "loss": cfg.loss, "seed": cfg.seed,
+            "dataset": data.name, "loss": cfg.loss, "init": parity.init, "seed": cfg.seed,
             "normalization": {"mean": arch_args.get("mean"), "std": arch_args.get("std")}}
     state = {"epoch": 0, "step": 0, "elapsed": 0.0, "best": -1.0, "history": []}
     if resumed:
-        model.load_state_dict(resumed["state_dict"])
         opt.load_state_dict(resumed["train_state"]["optimizer"])
         state = {key: resumed["train_state"][key] for key in state}
     best_ckpt: dict[str, Any] | None = None
@@ -168,7 +128,8 @@ def train_parity(cfg: ParityConfig, data: Dataset | None = None) -> dict[str, An
                 group["lr"] = cosine_lr(cfg.lr, progress)
             idx = tuples[s * cfg.batch_size:(s + 1) * cfg.batch_size].T  # (k, B)
             encoded = code.encode(train_x[idx])[index]  # (k, B, *S) -> (B, *S)
-            loss = parity_loss(cfg.loss, model(encoded), train_out[idx], code, index)
+            labels = train_y[idx] if cfg.loss in LABELLED else None  # (k, B)
+            loss = parity_loss(cfg.loss, model(encoded), train_out[idx], code, index, labels)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -189,7 +150,7 @@ def train_parity(cfg: ParityConfig, data: Dataset | None = None) -> dict[str, An
         ckpt = checkpoint.make_checkpoint(model, kind="parity", arch=arch, arch_args=arch_args,
                                           input_shape=data.input_shape, num_classes=data.num_classes,
                                           meta={**meta, "epochs": epoch + 1, "steps": state["step"],
-                                                "elapsed_s": state["elapsed"], "val": val})
+                                                "elapsed_s": state["elapsed"], "val": val}, program=parity.program)
         if val["degraded_top1"] > state["best"]:
             state["best"], best_ckpt = val["degraded_top1"], ckpt
             checkpoint.save(ckpt, cfg.out)

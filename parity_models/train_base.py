@@ -23,7 +23,7 @@ from parity_models.train import bar_disabled, cosine_lr
 
 @dataclass
 class BaseConfig:
-    dataset: str
+    dataset: str  # a built-in name, folder:PATH or npz:PATH (data.load_dataset)
     arch: str
     out: str
     epochs: int = 10
@@ -77,6 +77,8 @@ def train_base(cfg: BaseConfig, data: Dataset | None = None) -> dict[str, Any]:
     meta = {"dataset": data.name, "normalization": norm, "epochs": cfg.epochs, "seed": cfg.seed,
             "val_acc": accuracy(predict(model, data.val_x), data.val_y),
             "test_acc": accuracy(predict(model, data.test_x), data.test_y)}
+    if data.classes:  # an image folder's class names: output i is classes[i]
+        meta["classes"] = data.classes
     ckpt = checkpoint.make_checkpoint(model.cpu(), kind="base", arch=cfg.arch, arch_args=args,
                                       input_shape=data.input_shape, num_classes=data.num_classes, meta=meta)
     checkpoint.save(ckpt, cfg.out)

@@ -1,0 +1,14 @@
+"""The domain errors of parity_models, in one place: a dataset or a model file that cannot be used.
+
+Raised by data.py / custom_data.py (DatasetError) and checkpoint.py / programs.py (CheckpointError);
+the ``parm`` commands (cli.py) turn either into a one-line message and exit status 2.
+"""
+from __future__ import annotations
+
+
+class DatasetError(RuntimeError):
+    """A dataset is unknown, missing, or its files are not what they should be."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, unreadable, or not a parm checkpoint."""
