@@ -1,9 +1,11 @@
 """When to decode: a coded group can rebuild its missing output once the parity output is in, but
 the real output is often a moment behind. The policy picks the time to decode per group.
 
-- ``adaptive`` (default): decode once every missing output is *overdue* for the worker serving it
-  (sent longer ago than ``slack`` x its ``quantile``-th latency percentile), at once when that
-  worker is known down, and never later than ``deadline_margin`` before the query's deadline.
+- ``adaptive`` (default): decode once every missing output is *overdue* for the worker serving it:
+  sent longer ago than ``slack`` x its ``quantile``-th latency percentile per queue place, times
+  the places it queued behind (a healthy output is late mostly because it waited in its worker's
+  queue, which the frontend knows). At once when that worker is known down; never later than
+  DEADLINE_MARGIN_S before the query's deadline.
 - ``eager``: decode the moment it is possible (ParM's rule).
 - ``grace``: wait a fixed time for the real output, also capped by the deadline.
 
@@ -29,29 +31,39 @@ class MissingSlot:
     worker: Hashable | None  # the worker holding that request; None: none (failed, or none healthy)
     down: bool               # that worker is known down (connection lost, failed probe)
     deadline: float
+    ahead: int = 0           # requests the worker held when this one was sent (its queue)
 
 
 class WorkerLatencies:
-    """A latency record per worker (the last ``size`` round trips) and one across all workers."""
+    """Per worker (the last ``size`` answers) and across workers: round trips divided by the queue
+    places they took (1 + requests ahead at sending), so a queued answer is not mistaken for a slow one.
+
+    Only answers that arrived are recorded. An abandoned request (its group decoded it) is not: the
+    other k - r outputs of every group still arrive, so a cluster that slows down as a whole is
+    learnt from them, while a straggler's slow answers do not teach its own estimate to wait."""
 
     def __init__(self, size: int = 512) -> None:
         self.size = size
         self.by_worker: dict[Hashable, LatencyTracker] = {}
         self.all = LatencyTracker(2048)
 
-    def record(self, worker: Hashable, seconds: float) -> None:
+    def record(self, worker: Hashable, seconds: float, ahead: int = 0) -> None:
         tracker = self.by_worker.get(worker)
         if tracker is None:
             tracker = self.by_worker[worker] = LatencyTracker(self.size)
-        tracker.record(seconds)
-        self.all.record(seconds)
+        per_place = seconds / (1 + max(ahead, 0))
+        tracker.record(per_place)
+        self.all.record(per_place)
 
     def percentile(self, worker: Hashable | None, q: float) -> float | None:
-        """The worker's own q-th percentile once it has MIN_SAMPLES, else the cluster's; None: no data."""
+        """The q-th percentile (seconds per queue place) for ``worker``: the lower of its own (once it has
+        MIN_SAMPLES) and the cluster's, so a worker that is slow for good is still decoded around; None: no data."""
+        cluster = self.all.percentile(q) if len(self.all) >= MIN_SAMPLES else None
         tracker = self.by_worker.get(worker) if worker is not None else None
         if tracker is not None and len(tracker) >= MIN_SAMPLES:
-            return tracker.percentile(q)
-        return self.all.percentile(q) if len(self.all) >= MIN_SAMPLES else None
+            own = tracker.percentile(q)
+            return own if cluster is None else min(own, cluster)
+        return cluster
 
 
 @dataclass(frozen=True)
@@ -67,10 +79,12 @@ class DecodePolicy:
         if self.kind not in POLICIES:
             raise ValueError(f"decode policy must be one of {POLICIES}, got {self.kind!r}")
 
-    def overdue_after(self, latencies: WorkerLatencies, worker: Hashable | None) -> float:
-        """Seconds after sending at which ``worker``'s output counts as late."""
+    def overdue_after(self, latencies: WorkerLatencies, worker: Hashable | None, ahead: int = 0) -> float:
+        """Seconds after sending at which ``worker``'s output counts as late, ``ahead`` requests queued before it."""
         p = latencies.percentile(worker, self.quantile)
-        return self.fallback_s if p is None else max(self.min_wait_s, self.slack * p)
+        if p is None:
+            return self.fallback_s * (1 + ahead)
+        return max(self.min_wait_s, self.slack * p * (1 + max(ahead, 0)))
 
     def decode_at(self, now: float, missing: Iterable[MissingSlot], latencies: WorkerLatencies) -> float:
         """When to decode a group that could decode now; a time <= ``now`` means at once."""
@@ -84,5 +98,5 @@ class DecodePolicy:
         for m in missing:
             if m.down or m.sent_at is None or m.worker is None:
                 continue  # nothing to wait for: due now
-            due = max(due, m.sent_at + self.overdue_after(latencies, m.worker))
+            due = max(due, m.sent_at + self.overdue_after(latencies, m.worker, m.ahead))
         return min(due, latest)

@@ -51,7 +51,8 @@ class GroupRun:
         self.finished = False
         self.policy = policy if policy is not None else DecodePolicy("eager")
         self.latencies = latencies if latencies is not None else WorkerLatencies()  # per worker, shared
-        self.requests: dict[int, tuple[float, Worker | None]] = {}  # slot -> (sent at, worker or None)
+        # slot -> (sent at, worker or None, requests the worker held then): when is its output overdue
+        self.requests: dict[int, tuple[float, Worker | None, int]] = {}
         self._decode_timer: asyncio.TimerHandle | None = None
         self._waited = False                  # a decode was deferred by the policy
         self.latency = latency if latency is not None else LatencyTracker()  # an empty tracker is falsy
@@ -124,7 +125,8 @@ class GroupRun:
             worker = self.pool.pick(self.pool.data, avoid=self.used | tried)
             if worker is not None:
                 self.used.add(worker)
-                self.requests[slot] = (loop.time(), worker)
+                ahead = worker.in_flight
+                self.requests[slot] = (loop.time(), worker, ahead)
                 t0 = time.perf_counter()
                 try:
                     out = await worker.infer(inputs)  # (1, C)
@@ -132,18 +134,13 @@ class GroupRun:
                     log.debug("slot %d: %s", slot, exc)
                     self.stats.worker_errors += 1
                     tried.add(worker)
-                except asyncio.CancelledError:
-                    # Abandoned (the group was answered without it): it took at least this long. Recording
-                    # the censored time keeps the worker's estimate from learning only its fast answers.
-                    self.latencies.record(worker, time.perf_counter() - t0)
-                    raise
                 else:
                     elapsed = time.perf_counter() - t0
-                    self.latencies.record(worker, elapsed)
+                    self.latencies.record(worker, elapsed, ahead)
                     if record:
                         self.latency.record(elapsed)
                     return out[0]
-            self.requests[slot] = (loop.time(), None)  # nothing out for it: a decode need not wait
+            self.requests[slot] = (loop.time(), None, 0)  # nothing out for it: a decode need not wait
             self._consider_decode()
             attempt += 1
             self.stats.retries += 1
@@ -223,8 +220,11 @@ class GroupRun:
             return
         loop = asyncio.get_running_loop()
         now = loop.time()
-        at = self.policy.decode_at(now, self._missing(), self.latencies)
+        missing = self._missing()
+        at = self.policy.decode_at(now, missing, self.latencies)
         if at <= now:
+            if any(m.down for m in missing):
+                self.stats.decodes_worker_down += 1
             self._decode()
             return
         if self._decode_timer is not None:
@@ -239,9 +239,9 @@ class GroupRun:
         out = []
         for slot in range(self.group.n):
             if slot not in self.group.answered:
-                sent_at, worker = self.requests.get(slot, (None, None))
+                sent_at, worker, ahead = self.requests.get(slot, (None, None, 0))
                 down = worker is None or not worker.healthy
-                out.append(MissingSlot(sent_at, worker, down, self.queries[slot].deadline))
+                out.append(MissingSlot(sent_at, worker, down, self.queries[slot].deadline, ahead))
         return out
 
     def _decode(self) -> None:

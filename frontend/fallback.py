@@ -51,8 +51,8 @@ async def fetch_with_fallback(run: GroupRun, slot: int) -> np.ndarray | None:
 
 def _overdue_in(run: GroupRun, slot: int) -> float:
     """Seconds until slot's current request is overdue for its worker (the decode policy's rule)."""
-    sent_at, worker = run.requests.get(slot, (None, None))
-    after = run.policy.overdue_after(run.latencies, worker)
+    sent_at, worker, ahead = run.requests.get(slot, (None, None, 0))
+    after = run.policy.overdue_after(run.latencies, worker, ahead)
     if sent_at is None:
         return after
     return max(0.0, sent_at + after - asyncio.get_running_loop().time())
@@ -60,15 +60,12 @@ def _overdue_in(run: GroupRun, slot: int) -> float:
 
 async def _copy(run: GroupRun, slot: int, worker: Worker) -> np.ndarray | None:
     """One request of slot's query to ``worker``; None if it fails (the first request still runs)."""
-    t0 = time.perf_counter()
+    t0, ahead = time.perf_counter(), worker.in_flight
     try:
         out = await worker.infer(run.queries[slot].inputs[None])  # (1, C)
     except WorkerError as exc:
         log.debug("slot %d fallback copy: %s", slot, exc)
         run.stats.worker_errors += 1
         return None
-    except asyncio.CancelledError:
-        run.latencies.record(worker, time.perf_counter() - t0)  # censored, as in GroupRun.fetch
-        raise
-    run.latencies.record(worker, time.perf_counter() - t0)
+    run.latencies.record(worker, time.perf_counter() - t0, ahead)
     return out[0]

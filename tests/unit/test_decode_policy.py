@@ -52,13 +52,27 @@ def test_decode_time(policy: DecodePolicy, missing: list[MissingSlot], lat: Work
     assert max(policy.decode_at(NOW, missing, lat), NOW) == pytest.approx(want)
 
 
-def test_a_new_worker_borrows_the_cluster_estimate_until_it_has_its_own() -> None:
+def test_a_worker_is_judged_by_the_lower_of_its_own_estimate_and_the_clusters() -> None:
     lat = latencies(a=0.010)
-    lat.record("new", 0.5)  # one sample: not yet its own estimate
-    assert ADAPTIVE.overdue_after(lat, "new") == pytest.approx(1.25 * lat.all.percentile(95))
+    lat.record("new", 0.005)  # one sample: not yet its own estimate
+    cluster = lat.all.percentile(95)
+    assert ADAPTIVE.overdue_after(lat, "new") == pytest.approx(1.25 * cluster)
     for _ in range(MIN_SAMPLES):
-        lat.record("new", 0.5)
-    assert ADAPTIVE.overdue_after(lat, "new") == pytest.approx(1.25 * 0.5)
+        lat.record("fast", 0.002)
+        lat.record("slow", 0.500)  # slow for good: still decoded around at the cluster's pace
+    assert ADAPTIVE.overdue_after(lat, "fast") == pytest.approx(1.25 * 0.002)
+    assert ADAPTIVE.overdue_after(lat, "slow") == pytest.approx(1.25 * lat.all.percentile(95))
+
+
+def test_an_answer_that_queued_is_not_mistaken_for_a_slow_one() -> None:
+    """Latencies are recorded per queue place; a request sent behind 2 others is overdue 3x later."""
+    lat = WorkerLatencies()
+    for _ in range(MIN_SAMPLES):
+        lat.record("a", 0.030, ahead=2)  # 30 ms behind two others: 10 ms of service
+    assert ADAPTIVE.overdue_after(lat, "a", ahead=0) == pytest.approx(1.25 * 0.010)
+    assert ADAPTIVE.overdue_after(lat, "a", ahead=2) == pytest.approx(3 * 1.25 * 0.010)
+    queued = MissingSlot(NOW - 0.005, "a", False, FAR, ahead=2)
+    assert ADAPTIVE.decode_at(NOW, [queued], lat) == pytest.approx(NOW - 0.005 + 3 * 0.0125)
 
 
 def test_unknown_policy_is_refused() -> None:
