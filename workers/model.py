@@ -1,4 +1,5 @@
-"""What a worker serves: a checkpoint or builtin model wrapped as numpy (B, *S) -> (B, C).
+"""What a worker serves: a checkpoint, a user's torch.export (.pt2) file, or a builtin model, wrapped as
+numpy (B, *S) -> (B, C).
 
 Data flow: frontend -> worker_client -> [wire] -> workers.server -> **workers.model** (torch).
 Builtins (``builtin:linear``, ``builtin:sleep``) need no files, so tests and latency studies
@@ -82,7 +83,8 @@ def resolve_device(device: str) -> str:
 
 
 def load_model(spec: str, device: str = "cpu") -> LoadedModel:
-    """``spec`` is a checkpoint path or ``builtin:NAME[:key=val,...]``; see ``BUILTIN_KEYS``."""
+    """``spec`` is a checkpoint path (a parm checkpoint, or a .pt2 saved by torch.export.save, read by
+    parity_models.checkpoint.load) or ``builtin:NAME[:key=val,...]``; see ``BUILTIN_KEYS``."""
     dev = resolve_device(device)
     if spec.startswith(BUILTIN_PREFIX):
         return _load_builtin(spec, dev)
