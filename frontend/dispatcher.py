@@ -20,7 +20,7 @@ import numpy as np
 from coders import Code
 from frontend.decode_policy import DecodePolicy, MissingSlot, WorkerLatencies
 from frontend.errors import WorkerError
-from frontend.fallback import fetch_with_fallback
+from frontend.fallback import CopyBudget, fetch_with_fallback
 from frontend.group import Delivery, Group
 from frontend.hedging import HedgePolicy, LatencyTracker
 from frontend.pool import WorkerPool
@@ -36,7 +36,8 @@ class GroupRun:
     def __init__(self, pool: WorkerPool, code: Code | None, stats: Stats, backoff_s: float,
                  on_finished: Callable[[GroupRun], None], policy: DecodePolicy | None = None,
                  latency: LatencyTracker | None = None, hedge: HedgePolicy | None = None,
-                 latencies: WorkerLatencies | None = None, fallback_hedge: bool = False) -> None:
+                 latencies: WorkerLatencies | None = None, fallback_hedge: bool = False,
+                 copy_budget: CopyBudget | None = None) -> None:
         self.pool = pool
         self.code = code                      # None: uncoded modes
         self.stats = stats
@@ -58,6 +59,7 @@ class GroupRun:
         self.latency = latency if latency is not None else LatencyTracker()  # an empty tracker is falsy
         self.hedge = hedge                    # hedged mode: re-send a slow query to another replica
         self.fallback_hedge = fallback_hedge  # coded mode: re-send an overdue query the code cannot rebuild
+        self.copy_budget = copy_budget if copy_budget is not None else CopyBudget()  # shared by the service
 
     @property
     def closed(self) -> bool:
@@ -65,6 +67,7 @@ class GroupRun:
 
     def add(self, query: Query) -> None:
         slot = len(self.queries)
+        self.copy_budget.earn()
         self.queries.append(query)
         query.future.add_done_callback(lambda _f: self._maybe_finish())
         self._spawn(self._run_data(slot))

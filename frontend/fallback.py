@@ -2,7 +2,9 @@
 rebuild it (a partial group closed by the timeout, two slow members with r=1, a slow parity
 worker) gets one second copy on a worker the group does not use. The first output wins; the
 query is answered once, and the loser is cancelled. Queries the code can rebuild are left to the
-decode policy, so this adds requests only for the rare overdue, undecodable query.
+decode policy, so this adds requests only for the rare overdue, undecodable query, and a budget
+caps the copies at a fraction of the queries: copies add load, and without a cap an overloaded
+cluster makes more queries overdue, which sends more copies (a run at 50% load collapsed so).
 """
 from __future__ import annotations
 
@@ -20,6 +22,25 @@ if TYPE_CHECKING:
     from frontend.dispatcher import GroupRun
 
 log = logging.getLogger(__name__)
+BUDGET_FRACTION = 0.05  # at most one copy per 20 queries, as The Tail at Scale's p95 hedging
+BUDGET_BURST = 20.0     # copies that may go out back to back when the budget is full
+
+
+class CopyBudget:
+    """A token bucket: each accepted query adds ``fraction`` of a copy, each copy spends one."""
+
+    def __init__(self, fraction: float = BUDGET_FRACTION, burst: float = BUDGET_BURST) -> None:
+        self.fraction, self.burst = fraction, burst
+        self.tokens = burst
+
+    def earn(self, queries: int = 1) -> None:
+        self.tokens = min(self.burst, self.tokens + self.fraction * queries)
+
+    def spend(self) -> bool:
+        if self.tokens < 1.0:
+            return False
+        self.tokens -= 1.0
+        return True
 
 
 async def fetch_with_fallback(run: GroupRun, slot: int) -> np.ndarray | None:
@@ -31,7 +52,7 @@ async def fetch_with_fallback(run: GroupRun, slot: int) -> np.ndarray | None:
         done, _ = await asyncio.wait(tasks, timeout=_overdue_in(run, slot))
         if not done and not run.finished and not run.decodable():
             spare = run.pool.pick(run.pool.data, avoid=run.used)
-            if spare is not None:
+            if spare is not None and run.copy_budget.spend():
                 run.used.add(spare)
                 run.stats.fallback_hedges += 1
                 tasks.add(asyncio.ensure_future(_copy(run, slot, spare)))

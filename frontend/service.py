@@ -17,6 +17,7 @@ from coders import Code, make_code
 from frontend.config import FrontendConfig
 from frontend.decode_policy import WorkerLatencies
 from frontend.dispatcher import GroupRun
+from frontend.fallback import CopyBudget
 from frontend.errors import DeadlineExceeded, NotReady, Overloaded, ShuttingDown
 from frontend.grouper import Grouper
 from frontend.hedging import HedgePolicy, LatencyTracker
@@ -44,6 +45,7 @@ class Service:
         self.latency = LatencyTracker()
         self.latencies = WorkerLatencies()  # per worker: when is an output overdue (decode policy)
         self.decode_policy = cfg.decode()
+        self.copy_budget = CopyBudget()  # fallback hedging: at most 5% extra requests
         self.hedge = HedgePolicy(self.latency, cfg.hedge_delay_ms, cfg.hedge_percentile) if cfg.mode == "hedged" else None
         self.metrics = Metrics(self)
         self.grouper = Grouper(cfg.k if cfg.coded else 1, cfg.group_timeout_ms / 1000, self._new_run)
@@ -205,7 +207,7 @@ class Service:
     def _new_run(self) -> GroupRun:
         run = GroupRun(self.pool, self.code, self.stats, self.cfg.retry_backoff_s, self._finished,
                        policy=self.decode_policy, latency=self.latency, hedge=self.hedge, latencies=self.latencies,
-                       fallback_hedge=self.cfg.coded and self.cfg.hedge_fallback)
+                       fallback_hedge=self.cfg.coded and self.cfg.hedge_fallback, copy_budget=self.copy_budget)
         self.runs.add(run)
         return run
 

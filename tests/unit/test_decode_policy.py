@@ -78,3 +78,16 @@ def test_an_answer_that_queued_is_not_mistaken_for_a_slow_one() -> None:
 def test_unknown_policy_is_refused() -> None:
     with pytest.raises(ValueError, match="adaptive"):
         DecodePolicy("sometimes")
+
+
+def test_fallback_copies_are_capped_at_a_fraction_of_the_queries() -> None:
+    from frontend.fallback import CopyBudget
+
+    budget = CopyBudget(fraction=0.05, burst=2.0)
+    assert [budget.spend() for _ in range(3)] == [True, True, False]  # the burst, then nothing
+    budget.earn(19)
+    assert not budget.spend()  # 0.95 of a copy
+    budget.earn(1)
+    assert budget.spend() and not budget.spend()  # one copy per 20 queries
+    budget.earn(10_000)
+    assert budget.tokens == 2.0  # never more than the burst
