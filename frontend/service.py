@@ -17,8 +17,8 @@ from coders import Code, make_code
 from frontend.config import FrontendConfig
 from frontend.decode_policy import WorkerLatencies
 from frontend.dispatcher import GroupRun
-from frontend.fallback import CopyBudget
 from frontend.errors import DeadlineExceeded, NotReady, Overloaded, ShuttingDown
+from frontend.fallback import CopyBudget
 from frontend.grouper import Grouper
 from frontend.hedging import HedgePolicy, LatencyTracker
 from frontend.metrics import Metrics
