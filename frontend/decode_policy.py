@@ -3,8 +3,8 @@ the real output is often a moment behind. The policy picks the time to decode pe
 
 - ``adaptive`` (default): decode once every missing output is *overdue* for the worker serving it:
   sent longer ago than ``slack`` x its ``quantile``-th latency percentile per queue place, times
-  the places it queued behind (a healthy output is late mostly because it waited in its worker's
-  queue, which the frontend knows). At once when that worker is known down; never later than
+  the places it took (its own, plus up to ``queue_credit`` it queued behind: a healthy output is
+  late mostly because it waited in its worker's queue, which the frontend knows). At once when that worker is known down; never later than
   DEADLINE_MARGIN_S before the query's deadline.
 - ``eager``: decode the moment it is possible (ParM's rule).
 - ``grace``: wait a fixed time for the real output, also capped by the deadline.
@@ -74,6 +74,10 @@ class DecodePolicy:
     slack: float = 1.25
     min_wait_s: float = 0.001   # adaptive: never call an output overdue sooner than this
     fallback_s: float = 0.050   # adaptive: the wait before any latency has been measured (deadline-capped)
+    # adaptive: queue places credited beyond the request's own. A healthy answer that queued behind one
+    # other is not late; a longer queue is itself the sign of a slow or stalled worker (its abandoned
+    # requests still count): crediting all of it made a stalled worker's queries wait for the deadline.
+    queue_credit: int = 1
 
     def __post_init__(self) -> None:
         if self.kind not in POLICIES:
@@ -82,9 +86,10 @@ class DecodePolicy:
     def overdue_after(self, latencies: WorkerLatencies, worker: Hashable | None, ahead: int = 0) -> float:
         """Seconds after sending at which ``worker``'s output counts as late, ``ahead`` requests queued before it."""
         p = latencies.percentile(worker, self.quantile)
+        places = 1 + min(max(ahead, 0), self.queue_credit)
         if p is None:
-            return self.fallback_s * (1 + ahead)
-        return max(self.min_wait_s, self.slack * p * (1 + max(ahead, 0)))
+            return self.fallback_s * places
+        return max(self.min_wait_s, self.slack * p * places)
 
     def decode_at(self, now: float, missing: Iterable[MissingSlot], latencies: WorkerLatencies) -> float:
         """When to decode a group that could decode now; a time <= ``now`` means at once."""
