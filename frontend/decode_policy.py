@@ -3,8 +3,9 @@ the real output is often a moment behind. The policy picks the time to decode pe
 
 - ``adaptive`` (default): decode once every missing output is *overdue* for the worker serving it:
   sent longer ago than ``slack`` x its ``quantile``-th latency percentile per queue place, times
-  the places it took (its own, plus up to ``queue_credit`` it queued behind: a healthy output is
-  late mostly because it waited in its worker's queue, which the frontend knows). At once when that worker is known down; never later than
+  the places it took (a healthy output is late mostly because it waited in its worker's queue,
+  which the frontend knows), or sooner if the worker has gone silent (a stalled worker's queue is
+  not being served, however long it is). At once when that worker is known down; never later than
   DEADLINE_MARGIN_S before the query's deadline.
 - ``eager``: decode the moment it is possible (ParM's rule).
 - ``grace``: wait a fixed time for the real output, also capped by the deadline.
@@ -32,6 +33,7 @@ class MissingSlot:
     down: bool               # that worker is known down (connection lost, failed probe)
     deadline: float
     ahead: int = 0           # requests the worker held when this one was sent (its queue)
+    last_answer: float | None = None  # when that worker last answered anything (same clock as sent_at)
 
 
 class WorkerLatencies:
@@ -44,22 +46,27 @@ class WorkerLatencies:
 
     def __init__(self, size: int = 512) -> None:
         self.size = size
-        self.by_worker: dict[Hashable, LatencyTracker] = {}
+        self.by_worker: dict[Hashable, LatencyTracker] = {}   # per queue place
         self.all = LatencyTracker(2048)
+        self.raw_by_worker: dict[Hashable, LatencyTracker] = {}  # whole round trips
+        self.raw_all = LatencyTracker(2048)
 
     def record(self, worker: Hashable, seconds: float, ahead: int = 0) -> None:
-        tracker = self.by_worker.get(worker)
-        if tracker is None:
-            tracker = self.by_worker[worker] = LatencyTracker(self.size)
-        per_place = seconds / (1 + max(ahead, 0))
-        tracker.record(per_place)
-        self.all.record(per_place)
+        for trackers, overall, value in ((self.by_worker, self.all, seconds / (1 + max(ahead, 0))),
+                                         (self.raw_by_worker, self.raw_all, seconds)):
+            tracker = trackers.get(worker)
+            if tracker is None:
+                tracker = trackers[worker] = LatencyTracker(self.size)
+            tracker.record(value)
+            overall.record(value)
 
-    def percentile(self, worker: Hashable | None, q: float) -> float | None:
-        """The q-th percentile (seconds per queue place) for ``worker``: the lower of its own (once it has
-        MIN_SAMPLES) and the cluster's, so a worker that is slow for good is still decoded around; None: no data."""
-        cluster = self.all.percentile(q) if len(self.all) >= MIN_SAMPLES else None
-        tracker = self.by_worker.get(worker) if worker is not None else None
+    def percentile(self, worker: Hashable | None, q: float, raw: bool = False) -> float | None:
+        """The q-th percentile for ``worker``, per queue place (or of whole round trips: ``raw``): the lower
+        of its own (once it has MIN_SAMPLES) and the cluster's, so a worker that is slow for good is still
+        decoded around; None: no data."""
+        trackers, overall = (self.raw_by_worker, self.raw_all) if raw else (self.by_worker, self.all)
+        cluster = overall.percentile(q) if len(overall) >= MIN_SAMPLES else None
+        tracker = trackers.get(worker) if worker is not None else None
         if tracker is not None and len(tracker) >= MIN_SAMPLES:
             own = tracker.percentile(q)
             return own if cluster is None else min(own, cluster)
@@ -74,10 +81,11 @@ class DecodePolicy:
     slack: float = 1.25
     min_wait_s: float = 0.001   # adaptive: never call an output overdue sooner than this
     fallback_s: float = 0.050   # adaptive: the wait before any latency has been measured (deadline-capped)
-    # adaptive: queue places credited beyond the request's own. A healthy answer that queued behind one
-    # other is not late; a longer queue is itself the sign of a slow or stalled worker (its abandoned
-    # requests still count): crediting all of it made a stalled worker's queries wait for the deadline.
-    queue_credit: int = 1
+    # adaptive: a worker that has answered nothing for this many of its overdue round trips (counted from
+    # its last answer, or from this request's sending if later) is not serving its queue: its outputs are
+    # due. Whole round trips, not queue places: a batching worker answers a queue at once, then is quiet.
+    # Without it, a stalled worker's queue of abandoned requests made its queries wait for the deadline.
+    silence_round_trips: float = 2.0
 
     def __post_init__(self) -> None:
         if self.kind not in POLICIES:
@@ -86,10 +94,18 @@ class DecodePolicy:
     def overdue_after(self, latencies: WorkerLatencies, worker: Hashable | None, ahead: int = 0) -> float:
         """Seconds after sending at which ``worker``'s output counts as late, ``ahead`` requests queued before it."""
         p = latencies.percentile(worker, self.quantile)
-        places = 1 + min(max(ahead, 0), self.queue_credit)
-        if p is None:
-            return self.fallback_s * places
-        return max(self.min_wait_s, self.slack * p * places)
+        per_place = self.fallback_s if p is None else max(self.min_wait_s, self.slack * p)
+        return per_place * (1 + max(ahead, 0))
+
+    def due(self, m: MissingSlot, latencies: WorkerLatencies) -> float:
+        """When slot ``m``'s output is overdue: after its queue's worth of waits, or sooner if its worker
+        has gone silent (answered nothing for ``silence_round_trips`` overdue round trips)."""
+        assert m.sent_at is not None
+        queued = m.sent_at + self.overdue_after(latencies, m.worker, m.ahead)
+        raw = latencies.percentile(m.worker, self.quantile, raw=True)
+        round_trip = self.fallback_s if raw is None else max(self.min_wait_s, self.slack * raw)
+        silent_since = max(m.sent_at, m.last_answer if m.last_answer is not None else m.sent_at)
+        return min(queued, silent_since + self.silence_round_trips * round_trip)
 
     def decode_at(self, now: float, missing: Iterable[MissingSlot], latencies: WorkerLatencies) -> float:
         """When to decode a group that could decode now; a time <= ``now`` means at once."""
@@ -103,5 +119,5 @@ class DecodePolicy:
         for m in missing:
             if m.down or m.sent_at is None or m.worker is None:
                 continue  # nothing to wait for: due now
-            due = max(due, m.sent_at + self.overdue_after(latencies, m.worker, m.ahead))
+            due = max(due, self.due(m, latencies))
         return min(due, latest)

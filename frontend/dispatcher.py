@@ -225,7 +225,7 @@ class GroupRun:
         now = loop.time()
         missing = self._missing()
         at = self.policy.decode_at(now, missing, self.latencies)
-        if at <= now:
+        if at <= now + 1e-4:  # the loop may fire a timer a hair early
             if any(m.down for m in missing):
                 self.stats.decodes_worker_down += 1
             self._decode()
@@ -235,16 +235,24 @@ class GroupRun:
                 return
             self._decode_timer.cancel()
         self._waited = True
-        self._decode_timer = loop.call_at(at, self._decode)
+        self._decode_timer = loop.call_at(at, self._on_decode_timer)
+
+    def _on_decode_timer(self) -> None:
+        """Re-judge rather than decode blindly: a worker that answered meanwhile moved its outputs' due time."""
+        self._decode_timer = None
+        self._consider_decode()
 
     def _missing(self) -> list[MissingSlot]:
         assert self.group is not None
+        now, perf = asyncio.get_running_loop().time(), time.perf_counter()
         out = []
         for slot in range(self.group.n):
             if slot not in self.group.answered:
                 sent_at, worker, ahead = self.requests.get(slot, (None, None, 0))
                 down = worker is None or not worker.healthy
-                out.append(MissingSlot(sent_at, worker, down, self.queries[slot].deadline, ahead))
+                # the worker's last answer on the loop's clock (it keeps perf_counter time)
+                last = None if worker is None else now - (perf - worker.last_answer)
+                out.append(MissingSlot(sent_at, worker, down, self.queries[slot].deadline, ahead, last))
         return out
 
     def _decode(self) -> None:

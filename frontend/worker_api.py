@@ -17,6 +17,7 @@ class Worker(Protocol):
     connected_since: float | None  # monotonic time the current connection was established (None: not connected)
     refused: str | None           # set by the pool when this worker's model disagrees with the deployment's
     auth_error: str | None        # why the last handshake failed, if it did
+    last_answer: float            # perf_counter time of the last inference result (-inf: none yet)
     answered: int                 # replies received, and their summed round trip (metrics)
     latency_sum: float
     on_change: Callable[[], None] | None  # called when info is refreshed or goes stale (model agreement)

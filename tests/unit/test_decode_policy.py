@@ -65,17 +65,27 @@ def test_a_worker_is_judged_by_the_lower_of_its_own_estimate_and_the_clusters() 
 
 
 def test_an_answer_that_queued_is_not_mistaken_for_a_slow_one() -> None:
-    """Latencies are recorded per queue place; a request sent behind another is overdue 2x later."""
+    """Latencies are recorded per queue place; a request sent behind 2 others is overdue 3x later."""
     lat = WorkerLatencies()
     for _ in range(MIN_SAMPLES):
-        lat.record("a", 0.030, ahead=2)  # 30 ms behind two others: 10 ms of service
+        lat.record("a", 0.010, ahead=0)  # whole round trips of 10 ms alone...
+        lat.record("a", 0.030, ahead=2)  # ... and 30 ms behind two others: 10 ms of service per place
     assert ADAPTIVE.overdue_after(lat, "a", ahead=0) == pytest.approx(1.25 * 0.010)
-    assert ADAPTIVE.overdue_after(lat, "a", ahead=1) == pytest.approx(2 * 1.25 * 0.010)
-    queued = MissingSlot(NOW - 0.005, "a", False, FAR, ahead=1)
-    assert ADAPTIVE.decode_at(NOW, [queued], lat) == pytest.approx(NOW - 0.005 + 2 * 0.0125)
-    # a longer queue earns no more credit: a stalled worker's queue (hundreds of abandoned requests)
-    # must not make its queries wait for their deadline
-    assert ADAPTIVE.overdue_after(lat, "a", ahead=400) == pytest.approx(2 * 1.25 * 0.010)
+    assert ADAPTIVE.overdue_after(lat, "a", ahead=2) == pytest.approx(3 * 1.25 * 0.010)
+    # a busy worker answering as it goes: its queue's 3 places bound the wait
+    busy = MissingSlot(NOW - 0.005, "a", False, FAR, ahead=2, last_answer=NOW)
+    assert ADAPTIVE.decode_at(NOW, [busy], lat) == pytest.approx(NOW - 0.005 + 3 * 0.0125)
+
+
+def test_a_silent_worker_is_not_waited_for_however_long_its_queue() -> None:
+    """A stalled worker holding 400 abandoned requests answers nothing: its new query is overdue after
+    silence_places waits from its sending, not after 401 queue places (the deadline, in practice)."""
+    lat = latencies(a=0.010)
+    stalled = MissingSlot(NOW - 0.005, "a", False, FAR, ahead=400, last_answer=NOW - 60.0)
+    assert ADAPTIVE.decode_at(NOW, [stalled], lat) == pytest.approx(NOW - 0.005 + 2 * 0.0125)
+    # a worker that answered a moment ago is serving its queue: silence counts from that answer
+    serving = MissingSlot(NOW - 0.005, "a", False, FAR, ahead=400, last_answer=NOW - 0.001)
+    assert ADAPTIVE.decode_at(NOW, [serving], lat) == pytest.approx(NOW - 0.001 + 2 * 0.0125)
 
 
 def test_unknown_policy_is_refused() -> None:
