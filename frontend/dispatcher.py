@@ -238,9 +238,13 @@ class GroupRun:
         self._decode_timer = loop.call_at(at, self._on_decode_timer)
 
     def _on_decode_timer(self) -> None:
-        """Re-judge rather than decode blindly: a worker that answered meanwhile moved its outputs' due time."""
+        """The adaptive policy re-judges (a worker that answered meanwhile moved its outputs' due time);
+        a grace is counted from when the group became decodable, so it decodes now."""
         self._decode_timer = None
-        self._consider_decode()
+        if self.policy.kind == "adaptive":
+            self._consider_decode()
+        else:
+            self._decode()
 
     def _missing(self) -> list[MissingSlot]:
         assert self.group is not None

@@ -115,3 +115,20 @@ async def test_an_overdue_query_the_code_cannot_rebuild_is_resent_to_a_spare_wor
                     assert stats.groups_partial == 3 and stats.degraded == 0
                 else:
                     assert 504 in statuses and stats.fallback_hedges == 0, statuses
+
+
+async def test_a_grace_is_counted_once_not_restarted() -> None:
+    """grace 100 ms, deadline 5 s, a stalled worker: decoded after about the grace, not at the deadline."""
+    async with worker_servers(["builtin:linear"] * 2 + [PARITY]) as ws:
+        async with frontend(coded(ws, decode_grace_ms=100, deadline_ms=5000)) as c:
+            await eventually(lambda: all(w.healthy for w in service_of(c).pool.parity))
+            ws[1].faults.set("stall")
+            x = np.random.default_rng(5).random((2, 1, 28, 28), dtype=np.float32)
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            resp = await c.post("/predict", json={"inputs": x.tolist()})
+            elapsed = loop.time() - t0
+            body = await resp.json()
+            ws[1].faults.set("none")
+            assert resp.status == 200 and sorted(body["degraded"]) == [False, True], body
+            assert elapsed < 2.0, elapsed  # a restarted grace would wait for the deadline's margin (~5 s)
