@@ -185,10 +185,12 @@ def _to_tensors(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tenso
     return torch.from_numpy(x.astype(np.float32) / 255.0), torch.from_numpy(y.astype(np.int64))
 
 
-def load_dataset(name: str, data_dir: str | Path | None = None, download: bool = True) -> Dataset:
+def load_dataset(name: str, data_dir: str | Path | None = None, download: bool = True,
+                 first: tuple[int, int] | None = None) -> Dataset:
     """Read all splits of a built-in dataset, or of ``folder:PATH`` / ``npz:PATH`` (a bare path of either
     kind too; a built-in name wins); val = the last VAL_SIZE images (a tenth of a small training set) of
-    a VAL_SEED permutation of the training set."""
+    a VAL_SEED permutation of the training set. ``first=(n_train, n_test)``: only the first records of
+    each file (a small real slice, for tests and quick runs)."""
     own = custom_data.parse_spec(name) if name not in SPECS else None
     if own is not None:
         arrays = custom_data.read(*own)
@@ -197,6 +199,8 @@ def load_dataset(name: str, data_dir: str | Path | None = None, download: bool =
     folder = find_dataset_dir(name, data_dir, download)
     reader = _read_cifar if name == "cifar10" else _read_idx_dataset
     tr_x, tr_y, te_x, te_y = reader(folder)
+    if first is not None:
+        tr_x, tr_y, te_x, te_y = tr_x[:first[0]], tr_y[:first[0]], te_x[:first[1]], te_y[:first[1]]
     train_x, train_y = _to_tensors(tr_x, tr_y)
     test_x, test_y = _to_tensors(te_x, te_y)
     return _split_val(name, train_x, train_y, test_x, test_y, SPECS[name].num_classes)

@@ -3,4 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+bash scripts/ensure_data.sh  # the tests train and serve real models on a slice of real Fashion-MNIST
 exec .venv/bin/python -m pytest -q -m "not slow" "$@"

@@ -15,13 +15,13 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from coders import make_code
 from parity_models import checkpoint
-from tests.conftest import TEST_DATA
 
 pytestmark = pytest.mark.e2e
 N_GROUPS = 40
@@ -64,8 +64,13 @@ def own_pair(tmp_path_factory, fashion_slice) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("own")
     base, parity = folder / "model.pt2", folder / "parity.pt"
     train_and_export(fashion_slice, base)
-    subprocess.run([*CLI, "train-parity", "--base", str(base), "--dataset", "fashion-mnist", "--data-dir",
-                    str(TEST_DATA), "--k", "2", "--code", "concat", "--loss", "kl", "--epochs", "3", "--batch-size",
+    # the user's own data, as a user brings it: the slice of real images as an .npz of uint8 pixels
+    arrays = folder / "data.npz"
+    pixels = lambda x: (x.numpy() * 255).round().astype(np.uint8)  # (N, 1, 28, 28): the original bytes
+    np.savez(arrays, x_train=pixels(torch.cat([fashion_slice.train_x, fashion_slice.val_x])),
+             y_train=torch.cat([fashion_slice.train_y, fashion_slice.val_y]).numpy(),
+             x_test=pixels(fashion_slice.test_x), y_test=fashion_slice.test_y.numpy())
+    subprocess.run([*CLI, "train-parity", "--base", str(base), "--dataset", f"npz:{arrays}", "--k", "2", "--code", "concat", "--loss", "kl", "--epochs", "3", "--batch-size",
                     "64", "--device", "cpu", "--quiet", "--out", str(parity)], check=True, timeout=120,
                    env={**os.environ, "OMP_NUM_THREADS": "2"})
     return base, parity

@@ -13,7 +13,7 @@ from parity_models import checkpoint
 from parity_models.evaluate import evaluate
 from parity_models.train import ParityConfig, train_parity
 from parity_models.train_base import BaseConfig, train_base
-from tests.conftest import TEST_DATA, eventually, frontend, service_of
+from tests.conftest import eventually, frontend, service_of
 from tests.e2e.test_cluster import set_fault
 
 pytestmark = pytest.mark.e2e
@@ -25,10 +25,8 @@ def trained_pair(tmp_path_factory, fashion_slice) -> tuple[str, str]:
     """8 epochs each on the 2,700 training images (a few seconds): base ~84%, degraded ~76% measured."""
     folder = tmp_path_factory.mktemp("models")
     base, parity = str(folder / "base.pt"), str(folder / "parity.pt")
-    train_base(BaseConfig("fashion-mnist", "mlp", base, epochs=8, batch_size=64, device="cpu", progress=False,
-                          data_dir=str(TEST_DATA)), fashion_slice)
-    train_parity(ParityConfig(base, 2, "concat", parity, epochs=8, batch_size=64, device="cpu", progress=False,
-                              data_dir=str(TEST_DATA)), fashion_slice)
+    train_base(BaseConfig("fashion-mnist", "mlp", base, epochs=8, batch_size=64, device="cpu", progress=False), fashion_slice)
+    train_parity(ParityConfig(base, 2, "concat", parity, epochs=8, batch_size=64, device="cpu", progress=False), fashion_slice)
     return base, parity
 
 
@@ -88,7 +86,7 @@ def trained_r2(trained_pair, tmp_path_factory, fashion_slice) -> tuple[str, list
     parities = [str(folder / f"p{i}.pt") for i in (0, 1)]
     for i, out in enumerate(parities):
         train_parity(ParityConfig(base, 2, "concat", out, parity_index=i, arch="tiled", epochs=1, device="cpu",
-                                  progress=False, data_dir=str(TEST_DATA)), fashion_slice)
+                                  progress=False), fashion_slice)
     return base, parities
 
 

@@ -18,7 +18,6 @@ import pytest_asyncio
 from harness import bench_cli
 from harness.bench import BenchConfig, ModeRun, Pool, prepare_queries, run_bench, run_mode, worker_pool
 from harness.plan import parse_plan
-from tests.conftest import TEST_DATA
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 RATE, DURATION = 60.0, 1.5
@@ -42,7 +41,7 @@ ALL_KINDS = {"seed": 5, "faults": [
 
 def config(**kw: Any) -> BenchConfig:
     base = dict(n_data=2, k=2, service_time="fixed:ms=5", rates=(RATE,), duration_s=DURATION, progress=False,
-                deadline_ms=5000.0, data_dir=str(TEST_DATA))
+                deadline_ms=5000.0)
     return BenchConfig(**{**base, **kw})
 
 

@@ -1,4 +1,4 @@
-"""Base and parity training on a small slice of real Fashion-MNIST (shipped in tests/data): loss goes
+"""Base and parity training on a small slice of real Fashion-MNIST (the first images of the real dataset): loss goes
 down, accuracy beats chance by a margin, best/last checkpoints are written and pair with their base
 model, resuming continues, a same-architecture parity model starts from the base's weights, a user's
 .npz dataset and exported model train like the built-ins, and the CLI exposes the commands."""
@@ -19,7 +19,6 @@ from parity_models.data import Dataset, DatasetError
 from parity_models.evaluate import evaluate, evaluate_learned
 from parity_models.train import ParityConfig, last_path, train_parity
 from parity_models.train_base import BaseConfig, train_base
-from tests.conftest import TEST_DATA
 
 CHANCE = 10.0  # percent, 10 classes
 
@@ -140,7 +139,7 @@ def test_eval_cli_scores_berrut_and_refuses_incomplete_arguments(base_path: Path
     register(parser.add_subparsers(dest="command"))
     out = tmp_path / "berrut.json"
     args = parser.parse_args(["eval", "--base", str(base_path), "--code", "berrut", "--k", "2", "--r", "2",
-                              "--device", "cpu", "--data-dir", str(TEST_DATA), "--json", str(out)])
+                              "--device", "cpu", "--json", str(out)])
     assert args.func(args) == 0
     rows = json.loads(out.read_text())
     assert [(r["code"], r["k"], r["r"], r["missing"]) for r in rows] == [("berrut", 2, 2, 1), ("berrut", 2, 2, 2)]
