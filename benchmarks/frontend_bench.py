@@ -29,8 +29,8 @@ sys.path.insert(0, str(ROOT))
 import aiohttp
 from results_file import write_json
 
-from frontend.cluster import LocalCluster, WorkerSpec
 from harness.bench_proc import cpu_model
+from workers.cluster import LocalCluster, WorkerSpec
 
 PY = sys.executable
 LOADGEN = str(ROOT / "benchmarks" / "loadgen.py")
@@ -46,8 +46,8 @@ PROFILE_BUCKETS = (("aiohttp", "aiohttp"), ("torch", "torch"), ("numpy", "numpy"
 # the heavy imports done before profiling starts, so the profile shows the serving path only.
 PROFILE_RUNNER = """
 import cProfile, sys, time
-import torch, aiohttp.web, frontend.commands, frontend.demo, workers.cli, parity_models.cli, frontend.app
-from frontend.cli import main
+import torch, aiohttp.web, parm.commands, parm.demo, workers.cli, parity_models.cli, frontend.app
+from parm.cli import main
 out, argv = sys.argv[1], sys.argv[2:]
 prof = cProfile.Profile(time.process_time)
 prof.enable()
@@ -84,7 +84,7 @@ def addrs(cluster: LocalCluster, role: str) -> str:
 
 
 def serve_command(cluster: LocalCluster, mode: str, port: int, log_level: str) -> list[str]:
-    cmd = [PY, "-m", "frontend.cli", "--log-level", log_level, "serve", "--port", str(port),
+    cmd = [PY, "-m", "parm.cli", "--log-level", log_level, "serve", "--port", str(port),
            "--data", addrs(cluster, "data"), "--mode", mode, "--k", "2", "--code", "sum"]
     return cmd + (["--parity", addrs(cluster, "parity")] if mode == "coded" else [])
 

@@ -34,7 +34,7 @@ PLAN = {"seed": 1, "faults": [{"kind": "contention", "workers": "all", "rate_per
 
 
 def parm(*args: str) -> list[str]:
-    return [sys.executable, "-m", "frontend.cli", *args]
+    return [sys.executable, "-m", "parm.cli", *args]
 
 
 def run(cmd: list[str]) -> None:

@@ -28,9 +28,10 @@ from harness import report
 from harness.bench_faults import FaultReplayer
 from harness.bench_modes import ALL_MODES, LEARNED_MODES, check, frontend_args, healthy_needed, plan_targets, worker_specs
 from harness.bench_proc import RssSampler, cpu_model, cpu_snapshot, cpu_usage
-from harness.deploy import BenchCluster, FrontendProcess, _die_with_parent, free_port
+from harness.deploy import BenchCluster, FrontendProcess, free_port
 from harness.plan import FaultPlan, expand
 from harness.tails import exposed_fraction, faulted_intervals
+from workers.cluster import die_with_parent
 
 
 @dataclass
@@ -116,7 +117,7 @@ async def _start_loadgen(cfg: BenchConfig, rate: float, url: str, queries: Path,
            "--rate", f"{rate:g}", "--duration", f"{cfg.duration_s:g}", "--seed", str(cfg.seed),
            "--timeout", f"{cfg.deadline_ms / 1000 + 10:g}", "--out", str(out), "--bad-frac", f"{cfg.bad_frac:g}"]
     proc = await asyncio.create_subprocess_exec(*cmd, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                                                preexec_fn=_die_with_parent)
+                                                preexec_fn=die_with_parent)
     assert proc.stdout is not None
     try:
         line = await asyncio.wait_for(proc.stdout.readline(), 60)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from frontend.cluster import LocalCluster, WorkerProcess, WorkerSpec, _die_with_parent
+from workers.cluster import LocalCluster, WorkerProcess, WorkerSpec, die_with_parent
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -31,13 +31,13 @@ class BenchCluster(LocalCluster):
     so the frontend's reconnect loop finds them again at the same address."""
 
     async def _spawn(self, spec: WorkerSpec) -> WorkerProcess:
-        cmd = [sys.executable, "-m", "frontend.cli", "--log-level", "WARNING", "worker", "--model", spec.model,
+        cmd = [sys.executable, "-m", "workers.cli", "--log-level", "WARNING", "--model", spec.model,
                "--port", str(getattr(spec, "port", 0)), "--host", self.host, "--fault", spec.fault,
                "--max-batch", str(spec.max_batch), "--device", spec.device, "--threads", str(spec.threads)]
         if getattr(spec, "service_time", None):
             cmd += ["--service-time", spec.service_time]  # type: ignore[attr-defined]
         proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE,
-                                                    preexec_fn=_die_with_parent)
+                                                    preexec_fn=die_with_parent)
         return WorkerProcess(spec, proc)
 
     async def restart(self, index: int, fault: str = "none", timeout_s: float = 30.0) -> None:
@@ -70,7 +70,7 @@ class BenchCluster(LocalCluster):
 
 
 class FrontendProcess:
-    """``python -m frontend.cli serve ...`` as a child process; ``start`` returns once /ready is 200."""
+    """``python -m parm.cli serve ...`` as a child process; ``start`` returns once /ready is 200."""
 
     def __init__(self, args: list[str], port: int) -> None:
         self.args, self.port = args, port
@@ -81,10 +81,10 @@ class FrontendProcess:
         return f"http://127.0.0.1:{self.port}"
 
     async def start(self, timeout_s: float = 60.0) -> None:
-        cmd = [sys.executable, "-m", "frontend.cli", "--log-level", "WARNING", "serve", "--port", str(self.port),
+        cmd = [sys.executable, "-m", "parm.cli", "--log-level", "WARNING", "serve", "--port", str(self.port),
                *self.args]
         self.proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.DEVNULL,
-                                                         preexec_fn=_die_with_parent)
+                                                         preexec_fn=die_with_parent)
         await self._wait_ready(timeout_s)
 
     async def _wait_ready(self, timeout_s: float) -> None:

@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 from aiohttp.test_utils import TestClient
 
-from frontend.cluster import LocalCluster, cluster_specs
 from frontend.config import FrontendConfig
 from frontend.worker_client import WorkerClient
 from tests.conftest import frontend, service_of
+from workers.cluster import LocalCluster, cluster_specs
 from workers.model import load_model
 
 pytestmark = pytest.mark.e2e
@@ -91,7 +91,7 @@ def _children(pid: int) -> list[int]:
 
 def test_parm_up_serves_and_shuts_down_without_orphans(tmp_path) -> None:
     port = 18000 + os.getpid() % 1000
-    proc = subprocess.Popen([sys.executable, "-m", "frontend.cli", "up", "--model", "builtin:linear", "--code", "sum",
+    proc = subprocess.Popen([sys.executable, "-m", "parm.cli", "up", "--model", "builtin:linear", "--code", "sum",
                              "--workers", "2", "--k", "2", "--port", str(port)],
                             stdout=subprocess.PIPE, text=True)
     try:
@@ -139,7 +139,7 @@ def test_sigterm_drains_queries_in_flight_and_refuses_new_ones() -> None:
     import threading
 
     port = 19000 + os.getpid() % 1000
-    proc = subprocess.Popen([sys.executable, "-m", "frontend.cli", "up", "--code", "sum", "--workers", "2",
+    proc = subprocess.Popen([sys.executable, "-m", "parm.cli", "up", "--code", "sum", "--workers", "2",
                              "--port", str(port), "--fault", "0=delay:ms=600", "--fault", "1=delay:ms=600",
                              "--drain-timeout-s", "10"], stdout=subprocess.PIPE, text=True)
     try:
@@ -174,7 +174,7 @@ def start_parm_up(*flags: str, state_dir: Path) -> tuple[subprocess.Popen, dict[
     frontend URL, each worker's address by data:I / parity:I, and the state file."""
     env = {**os.environ, "PARM_STATE_DIR": str(state_dir)}
     env.pop("PARM_WORKER_SECRET", None)
-    proc = subprocess.Popen([sys.executable, "-m", "frontend.cli", "up", *flags], stdout=subprocess.PIPE, text=True,
+    proc = subprocess.Popen([sys.executable, "-m", "parm.cli", "up", *flags], stdout=subprocess.PIPE, text=True,
                             env=env)
     found: dict[str, str] = {}
     deadline = time.monotonic() + 90
@@ -236,7 +236,7 @@ def test_bare_parm_up_serves_a_coded_cluster_on_its_defaults(tmp_path) -> None:
 def parm_fault(*argv: str, state_dir: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PARM_STATE_DIR": str(state_dir)}
     env.pop("PARM_WORKER_SECRET", None)
-    return subprocess.run([sys.executable, "-m", "frontend.cli", "fault", *argv], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "parm.cli", "fault", *argv], capture_output=True, text=True,
                           env=env, timeout=60)
 
 

@@ -74,7 +74,7 @@ def address(ns_index: int) -> str:
 
 async def start_worker(ns: str, host: str, model: str) -> asyncio.subprocess.Process:
     proc = await asyncio.create_subprocess_exec(
-        "ip", "netns", "exec", ns, sys.executable, "-m", "frontend.cli", "--log-level", "WARNING", "worker",
+        "ip", "netns", "exec", ns, sys.executable, "-m", "parm.cli", "--log-level", "WARNING", "worker",
         "--model", model, "--host", host, "--port", str(PORT), "--threads", "1",
         cwd=ROOT, stdout=asyncio.subprocess.PIPE)
     assert proc.stdout is not None

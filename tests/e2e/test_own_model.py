@@ -25,7 +25,7 @@ from parity_models import checkpoint
 
 pytestmark = pytest.mark.e2e
 N_GROUPS = 40
-CLI = [sys.executable, "-m", "frontend.cli"]
+CLI = [sys.executable, "-m", "parm.cli"]
 
 
 class TwoConv(nn.Module):

@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from coders import make_code
-from frontend.cluster import LocalCluster, cluster_specs
 from frontend.config import FrontendConfig
 from parity_models import checkpoint
 from parity_models.evaluate import evaluate
 from parity_models.train import ParityConfig, train_parity
 from parity_models.train_base import BaseConfig, train_base
+from workers.cluster import LocalCluster, cluster_specs
 from tests.conftest import eventually, frontend, service_of
 from tests.e2e.test_cluster import set_fault
 

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import pytest_asyncio
 
-from harness import bench_cli
 from harness.bench import BenchConfig, ModeRun, Pool, prepare_queries, run_bench, run_mode, worker_pool
 from harness.plan import parse_plan
+from parm import bench_command
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 RATE, DURATION = 60.0, 1.5
@@ -83,11 +83,11 @@ async def test_every_fault_kind_loses_nothing_hedging_answers_once_and_files_are
     restart on the same port at separate times), through the CLI's own parser, coded and hedged."""
     pool, queries, _ = env
     parser = argparse.ArgumentParser(prog="parm")
-    bench_cli.register(parser.add_subparsers(dest="command", required=True))
+    bench_command.register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["bench", "--modes", "hedged,coded", "--workers", "2", "--rate", f"{RATE:g}",
                               "--duration", "2.8", "--service-time", "fixed:ms=5", "--plan", json.dumps(ALL_KINDS),
                               "--hedge-delay-ms", "15", "--no-progress"])
-    rep, runs = await run_bench(bench_cli.build_config(args), pool, queries)
+    rep, runs = await run_bench(bench_command.build_config(args), pool, queries)
     for mode, s in rep["runs"][0]["modes"].items():
         assert s["lost"] == 0 and s["failed"] == 0, (mode, s)
         assert s["faults_replayed"]["failed"] == [], (mode, s["faults_replayed"])
@@ -98,13 +98,13 @@ async def test_every_fault_kind_loses_nothing_hedging_answers_once_and_files_are
     assert fe["hedges"] > 0 and hedged["hedges"] == fe["hedges"]
     assert fe["answered"] == fe["queries"] == hedged["answered"] == hedged["count"]  # one answer per query
     out_json, out_png = tmp_path / "b.json", tmp_path / "b.png"
-    bench_cli.write_outputs(rep, runs, str(out_json), str(out_png))
+    bench_command.write_outputs(rep, runs, str(out_json), str(out_png))
     saved = json.loads(out_json.read_text())
     assert [f["kind"] for f in saved["plan"]["faults"]] == [f["kind"] for f in ALL_KINDS["faults"]]
     assert saved["service_time"] == "fixed:ms=5" and saved["machine"]["cpus"] and saved["date"]
     assert "coded_p999_over_hedged" in saved["runs"][0]["comparison"]
     assert out_png.stat().st_size > 10_000 and out_png.read_bytes()[:4] == b"\x89PNG"
-    text = bench_cli.render(rep)
+    text = bench_command.render(rep)
     assert "p99.9" in text and "contention" in text
 
 
@@ -117,11 +117,11 @@ async def test_berrut_mode_rescues_stragglers_on_the_replicas_and_gets_its_row(e
     plan = {"seed": 3, "faults": [KIND_PLANS["stall"], {"kind": "crash", "worker": 2, "at_s": 1.4,
                                                         "restart_after_s": 0.2}]}
     parser = argparse.ArgumentParser(prog="parm")
-    bench_cli.register(parser.add_subparsers(dest="command", required=True))
+    bench_command.register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["bench", "--modes", "coded,berrut", "--workers", "2", "--rate", f"{RATE:g}",
                               "--duration", "1.8", "--service-time", "fixed:ms=5", "--plan", json.dumps(plan),
                               "--decode-grace-ms", "25", "--berrut-r", "1", "--no-progress"])
-    rep, runs = await run_bench(bench_cli.build_config(args), pool, queries)
+    rep, runs = await run_bench(bench_command.build_config(args), pool, queries)
     modes = rep["runs"][0]["modes"]
     assert list(modes) == ["coded", "berrut"] and rep["berrut_r"] == 1
     for mode, s in modes.items():
@@ -136,6 +136,6 @@ async def test_berrut_mode_rescues_stragglers_on_the_replicas_and_gets_its_row(e
     assert degraded_at.min() >= 0.3 - 0.05 and degraded_at.max() < 1.1 + 0.3, degraded_at  # the stall (+ backlog)
     assert np.array_equal(rec["berrut"]["label"], rec["coded"]["label"])  # the same queries in the same order
     assert np.array_equal(rec["berrut"]["pred"], rec["coded"]["pred"])
-    text = bench_cli.render(rep)
+    text = bench_command.render(rep)
     assert "berrut r=1 on the replicas" in text and any(line.lstrip().startswith("berrut ") for line in text.splitlines())
     assert "berrut_p999_over_coded" in rep["runs"][0]["comparison"]

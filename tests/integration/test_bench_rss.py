@@ -9,10 +9,11 @@ import sys
 
 import numpy as np
 
-from harness import bench_cli, report
+from harness import report
 from harness.bench_proc import RssSampler, rss_line
 from harness.deploy import rss_kb
 from harness.loadgen import Records, malformed_summary
+from parm import bench_command
 
 
 def test_rss_of_a_live_process_is_positive_and_of_a_dead_one_zero() -> None:
@@ -61,7 +62,7 @@ def test_summary_counts_duplicates_and_overload_rejections() -> None:
     s["rss"] = {"n_samples": 1, "interval_s": 10, "frontend_growth_kb": 0,
                 "frontend": {"first_kb": 1024, "max_kb": 1024, "last_kb": 1024}}
     s["malformed"] = malformed_summary(rec.bad | {"nan:400": 3, "bad_json:503": 1})
-    lines = bench_cli.resource_lines({"coded": s})
+    lines = bench_command.resource_lines({"coded": s})
     assert any("RSS" in x for x in lines) and any("2 x 503, 1 with Retry-After" in x for x in lines)
     assert any("malformed requests 4, 4xx 3, other 1" in x for x in lines)
 

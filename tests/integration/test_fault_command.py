@@ -6,8 +6,8 @@ import socket
 
 import pytest
 
-from frontend.cli import main
-from frontend.fault_command import FaultCommandError, Target, set_fault
+from parm.cli import main
+from parm.fault_command import FaultCommandError, Target, set_fault
 from tests.conftest import worker_servers
 
 SECRET = "cluster-secret"

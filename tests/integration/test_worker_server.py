@@ -288,11 +288,11 @@ def test_bad_model_specs(spec: str, match: str) -> None:
             load_model("builtin:linear", "cuda")
 
 
-def test_register_adds_worker_subcommand(monkeypatch: pytest.MonkeyPatch) -> None:
-    import frontend.cli
+def test_register_adds_worker_subcommand() -> None:
+    import parm.cli
+    import workers.cli
 
-    monkeypatch.setattr(frontend.cli, "COMMAND_MODULES", ("workers.cli",))  # siblings may not exist yet
-    parser = frontend.cli.build_parser()
+    parser = parm.cli.build_parser((workers.cli,))
     args = parser.parse_args(["worker", "--model", "builtin:linear", "--port", "0", "--max-batch", "4"])
     assert args.func.__name__ == "run_worker" and args.max_batch == 4 and args.host == "127.0.0.1"
     with pytest.raises(SystemExit):

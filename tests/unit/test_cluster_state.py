@@ -7,9 +7,9 @@ import subprocess
 
 import pytest
 
-from frontend import cluster_state
-from frontend.cluster_state import ClusterState, WorkerEntry
-from frontend.fault_command import FaultCommandError, resolve_target
+from parm import cluster_state
+from parm.cluster_state import ClusterState, WorkerEntry
+from parm.fault_command import FaultCommandError, resolve_target
 
 
 def a_cluster(port: int, secret: str = "s3cret", pid: int | None = None) -> ClusterState:

@@ -3,15 +3,15 @@ from __future__ import annotations
 
 import pytest
 
-from frontend.cli import build_parser, main
-from frontend.cluster import cluster_specs
-from frontend.commands import config_from_args, default_parity_model
 from frontend.config import FrontendConfig, parse_address
 from frontend.errors import ConfigError
-from frontend.up_command import parse_faults, plan_up
-from frontend.up_models import parity_models, resolve_code, split_models
 from parity_models import checkpoint
 from parity_models.models import Linear
+from parm.cli import build_parser, main
+from parm.commands import config_from_args
+from parm.up_command import parse_faults, plan_up
+from parm.up_models import default_parity_model, parity_models, resolve_code, split_models
+from workers.cluster import cluster_specs
 
 
 def save_linear(path, kind: str, meta: dict) -> str:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from frontend.cli import build_parser, configure_logging, expand_config
-from frontend.up_command import plan_up
+from parm.cli import build_parser, configure_logging, expand_config
+from parm.up_command import plan_up
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "cluster.toml"
 

@@ -5,7 +5,7 @@ import argparse
 
 import pytest
 
-from frontend.cli import build_parser
+from parm.cli import build_parser
 
 SUBCOMMANDS = ("up", "serve", "worker", "fault", "bench", "simulate", "demo", "train-base", "train-parity", "eval",
                "train-demo")

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from frontend.app import create_app
-from frontend.cli import build_parser
-from frontend.commands import config_from_args
 from frontend.config import FrontendConfig, parse_address, parse_addresses
+from parm.cli import build_parser
+from parm.commands import config_from_args
 
 yaml = pytest.importorskip("yaml", reason="pyyaml is needed to read deploy/k8s (test extra)")
 

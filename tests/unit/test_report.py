@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import bench_cli, report
+from harness import report
 from harness.bench import BenchConfig
 from harness.bench_modes import ALL_MODES, _seeded, frontend_args, healthy_needed, plan_targets, worker_specs
+from parm import bench_command
 
 
 def records(lat: list[float], status: list[int], degraded: list[bool], pred: list[int], label: list[int]) -> dict:
@@ -111,18 +112,18 @@ def test_berrut_frontend_runs_coded_mode_with_the_replicas_as_parity_workers() -
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="parm")
-    bench_cli.register(parser.add_subparsers(dest="command", required=True))
+    bench_command.register(parser.add_subparsers(dest="command", required=True))
     return parser
 
 
 def test_cli_defaults_and_checks(capsys: pytest.CaptureFixture[str]) -> None:
     args = _parser().parse_args(["bench", "--rate", "100,200"])
     assert args.modes == ("none", "equal", "hedged", "coded", "berrut") and args.rate == (100.0, 200.0)
-    cfg = bench_cli.build_config(args)
+    cfg = bench_command.build_config(args)
     assert cfg.parity_model == "builtin:linear:parity_k=2" and cfg.code == "sum" and cfg.max_batch == 1
-    assert cfg.berrut_r == 1 and bench_cli.MODES == ALL_MODES
+    assert cfg.berrut_r == 1 and bench_command.MODES == ALL_MODES
     # berrut alone needs no parity model, even for a checkpoint base model (none is ever loaded)
-    ckpt = bench_cli.build_config(_parser().parse_args(["bench", "--modes", "equal,berrut", "--model", "m.pt"]))
+    ckpt = bench_command.build_config(_parser().parse_args(["bench", "--modes", "equal,berrut", "--model", "m.pt"]))
     assert ckpt.parity_spec is None
     too_many = _parser().parse_args(["bench", "--workers", "4", "--berrut-r", "3", "--modes", "berrut"])
     assert too_many.func(too_many) == 2 and "--berrut-r must be in 1..2" in capsys.readouterr().err

@@ -1,7 +1,7 @@
 """``parm up``: a local cluster (the frontend plus data and parity worker processes) that works
 with no flags at all: the builtin exact linear model, its sum-code parity model, k=2, port 8080.
 
-It prints where everything listens and writes a state file (frontend.cluster_state) holding the
+It prints where everything listens and writes a state file (parm.cluster_state) holding the
 workers' secret, so ``parm fault ADDRESS SPEC`` can reach its workers; the file goes on exit.
 """
 from __future__ import annotations
@@ -13,14 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from frontend import cluster_state
 from frontend.app import create_app
-from frontend.cluster import LocalCluster, WorkerSpec, cluster_specs
-from frontend.commands import add_frontend_arguments, config_from_args, read_worker_secret, serve_until_signal
 from frontend.config import FrontendConfig
 from frontend.errors import ConfigError
-from frontend.up_models import AUTO, parity_models, resolve_code
+from parm import cluster_state
+from parm.commands import add_frontend_arguments, config_from_args, read_worker_secret, serve_until_signal
+from parm.up_models import AUTO, parity_models, resolve_code
 from workers.auth import new_secret
+from workers.cluster import LocalCluster, WorkerSpec, cluster_specs
 from workers.faults import parse as parse_fault
 
 CODE_HELP = ("erasure code: sum, concat (images), berrut (training-free: parity workers run the base model), or auto: "

@@ -1,7 +1,8 @@
 """A local cluster on loopback: worker processes started, watched and stopped by one parent.
 
 Used by ``parm up``, the demo, the benchmarks and the end-to-end tests. Each worker is a real
-``parm worker`` process on a free port; its port is read from the readiness line it prints.
+``python -m workers.cli`` process (``parm worker``'s flags) on a free port; its port is read from
+the readiness line it prints.
 Workers are asked to die with the parent (Linux PR_SET_PDEATHSIG), so no orphan survives even a
 SIGKILL of the parent; ``stop`` sends SIGTERM, then SIGKILL after a grace period.
 """
@@ -25,7 +26,7 @@ READY_LINE = re.compile(rb"parm worker listening on (\S+):(\d+)")
 PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+def die_with_parent() -> None:  # runs in the child between fork and exec
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
@@ -75,12 +76,12 @@ class LocalCluster:
     async def _spawn(self, spec: WorkerSpec) -> WorkerProcess:
         level = logging.getLevelName(logging.getLogger().getEffectiveLevel())  # workers log like their parent
         level = level if level in ("DEBUG", "INFO", "WARNING", "ERROR") else "INFO"
-        cmd = [sys.executable, "-m", "frontend.cli", "--log-level", level, "worker", "--model", spec.model, "--port", "0",
+        cmd = [sys.executable, "-m", "workers.cli", "--log-level", level, "--model", spec.model, "--port", "0",
                "--host", self.host, "--fault", spec.fault, "--max-batch", str(spec.max_batch),
                "--device", spec.device, "--threads", str(spec.threads)]
         env = {**os.environ, ENV: self.secret} if self.secret else None
         proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE, env=env,
-                                                    preexec_fn=_die_with_parent)
+                                                    preexec_fn=die_with_parent)
         return WorkerProcess(spec, proc)
 
     async def _await_ready(self, w: WorkerProcess) -> None:

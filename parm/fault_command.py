@@ -1,7 +1,7 @@
 """``parm fault ADDRESS SPEC``: change a running worker's fault injection (one request on one
 short connection). The workers' secret is taken from ``--worker-secret-file``, ``$PARM_WORKER_SECRET``,
 ``--cluster STATE_FILE``, or else the state file of the running ``parm up`` cluster that lists the
-address (frontend.cluster_state). Any failure is one line on stderr and exit status 1.
+address (parm.cluster_state). Any failure is one line on stderr and exit status 1.
 """
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from frontend import cluster_state
 from frontend.config import parse_address
 from frontend.errors import ConfigError
+from parm import cluster_state
 from workers import auth
 from workers.faults import parse as parse_fault
 from workers.protocol import FrameDecoder, ProtocolError, pack

@@ -1,4 +1,4 @@
-"""``parm serve`` (the frontend against running workers) and what ``parm up`` (frontend.up_command)
+"""``parm serve`` (the frontend against running workers) and what ``parm up`` (parm.up_command)
 shares with it: the frontend's flags, flags -> FrontendConfig, serving until SIGTERM with a drain."""
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from frontend.config import MODES, FrontendConfig, parse_addresses
 from frontend.decode_policy import POLICIES
 from frontend.errors import ConfigError
 from frontend.handlers import SERVICE
-from frontend.up_models import default_parity_model  # noqa: F401 (parm bench imports it from here)
 from workers.auth import AuthError, read_secret
 
 CODE_HELP = "erasure code: concat (images) or sum (learned parity models), berrut (training-free: parity workers " \

@@ -18,9 +18,9 @@ import numpy as np
 from aiohttp import web
 
 from frontend.app import create_app
-from frontend.cluster import LocalCluster, cluster_specs
 from frontend.config import FrontendConfig
 from frontend.worker_client import WorkerClient
+from workers.cluster import LocalCluster, cluster_specs
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """The ``parm bench`` subcommand: flags -> BenchConfig -> harness.bench.run_bench -> table, JSON, PNG.
 
-``register(subparsers)`` follows the frontend.cli convention; heavy imports happen in ``run``.
+``register(subparsers)`` follows the parm.cli convention; heavy imports happen in ``run``.
 """
 from __future__ import annotations
 
@@ -82,9 +82,9 @@ def register(subparsers: Any) -> None:
 
 
 def build_config(args: argparse.Namespace) -> Any:
-    from frontend.commands import default_parity_model
     from harness.bench import BenchConfig
     from harness.plan import FaultPlan, plan_from_arg
+    from parm.up_models import default_parity_model
 
     plan = plan_from_arg(args.plan) if args.plan else FaultPlan()
     code, parity = "sum", args.parity_model

@@ -1,37 +1,46 @@
 """The ``parm`` command: one entry point whose subcommands each package registers.
 
-Each module in ``COMMAND_MODULES`` has ``register(subparsers)``, adding its subcommands with
+Each module of ``command_modules()`` has ``register(subparsers)``, adding its subcommands with
 ``set_defaults(func=...)``; heavy imports (torch) happen inside those functions, so
 ``parm --help`` and ``parm serve`` start fast.
 """
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 import sys
 from collections.abc import Sequence
+from types import ModuleType
 
-from frontend.help_format import Parser
+from parm import config_file
+from parm.help_format import Parser
 
-COMMAND_MODULES = ("frontend.commands", "frontend.up_command", "frontend.fault_command", "frontend.demo", "workers.cli",
-                   "parity_models.cli", "harness.bench_cli", "harness.sim_cli")
+
+def command_modules() -> tuple[ModuleType, ...]:
+    """The modules registering parm's subcommands, in ``parm --help`` order."""
+    from harness import sim_cli
+    from parity_models import cli as parity_cli
+    from parm import bench_command, commands, demo, fault_command, up_command
+    from workers import cli as worker_cli
+
+    return commands, up_command, fault_command, demo, worker_cli, parity_cli, bench_command, sim_cli
 
 
 CONFIG_COMMANDS = ("serve", "up")  # subcommands that take --config FILE.toml
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(modules: Sequence[ModuleType] | None = None) -> argparse.ArgumentParser:
+    """The whole ``parm`` parser, or one with only ``modules``' subcommands."""
     # every subcommand's parser is a Parser too (add_subparsers makes its own class): --help shows defaults
     parser = Parser(prog="parm", description="Prediction serving with erasure-coded resilience.")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     parser.add_argument("--log-format", default="text", choices=["text", "json"], help="json: one object per line")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
+    for module in command_modules() if modules is None else modules:
+        module.register(sub)
     for name in CONFIG_COMMANDS:
-        if name not in sub.choices:  # e.g. a parser built from a subset of COMMAND_MODULES
+        if name not in sub.choices:  # a parser built from some of the modules
             continue
         sub.choices[name].add_argument("--config", metavar="FILE.toml",
                                        help="settings file mirroring these flags; flags given here win")
@@ -40,8 +49,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def expand_config(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
     """Replace ``--config FILE`` after a config-taking subcommand by the flags the file stands for."""
-    from frontend import config_file
-
     for i, token in enumerate(argv):
         if token in CONFIG_COMMANDS:
             rest = argv[i + 1:]
