@@ -161,3 +161,14 @@ def test_worker_volumes_exist() -> None:
         model = parse_container(container(sts)).model
         mounts = [m["mountPath"] for m in container(sts).get("volumeMounts", [])]
         assert model.startswith("builtin:") or any(model.startswith(m + "/") for m in mounts), (model, mounts)
+
+
+def test_the_image_copies_every_package_pyproject_installs() -> None:
+    """deploy/Dockerfile's ``COPY`` lines name each of ``[tool.setuptools] packages`` (``parm`` too)."""
+    from parm.config_file import tomllib
+
+    root = K8S.parents[1]
+    packages = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    copied = {line.split()[1] for line in (root / "deploy" / "Dockerfile").read_text().splitlines()
+              if line.startswith("COPY ")}
+    assert set(packages) <= copied, f"deploy/Dockerfile does not copy {sorted(set(packages) - copied)}"
