@@ -1,6 +1,7 @@
 """Frontend settings as one frozen dataclass, validated at construction with actionable messages.
 
-Mirrored one to one by ``parm serve``'s flags (frontend/commands.py).
+Mirrored one to one by ``parm serve``'s flags (parm/commands.py): field ``x_y`` is ``--x-y``; the two
+secrets are read from files (``--auth-token-file``, ``--worker-secret-file``); ``parm up`` sets data, parity.
 """
 from __future__ import annotations
 
@@ -74,8 +75,7 @@ class FrontendConfig:
     health_interval_s: float = 1.0
     health_timeout_s: float = 1.0
     connect_timeout_s: float = 2.0
-    retry_backoff_s: float = 0.005
-    extra: dict[str, str] = field(default_factory=dict, compare=False)
+    retry_backoff_s: float = 0.005  # a failed send is retried after this x 2**attempt
     # the declared model: data workers must serve this model_id, parity workers be trained for it (base_id);
     # None: the model most connected data workers serve (frontend.agreement)
     model_id: str | None = None
@@ -103,6 +103,8 @@ class FrontendConfig:
         for name in ("deadline_ms", "group_timeout_ms", "health_interval_s", "health_timeout_s", "connect_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.retry_backoff_s < 0:
+            raise ConfigError(f"retry_backoff_s must be >= 0, got {self.retry_backoff_s}")
         if self.hedge_delay_ms is not None and self.hedge_delay_ms < 0:
             raise ConfigError(f"hedge_delay_ms must be >= 0, got {self.hedge_delay_ms}")
         if not 0 < self.hedge_percentile < 100:

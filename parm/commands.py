@@ -27,6 +27,9 @@ def add_frontend_arguments(p: argparse.ArgumentParser, code: str = "concat", cod
     p.add_argument("--host", default="127.0.0.1", help="interface to bind")
     p.add_argument("--port", type=int, default=8080, help="HTTP port (0: any free port, printed once listening)")
     p.add_argument("--model-name", default="parm", help="the model's name on the V2 API (/v2/models/NAME)")
+    p.add_argument("--model-id", default=None,
+                   help="serve only data workers reporting this model_id (and parity models trained for it); "
+                        "unset: the model most connected data workers serve")
     p.add_argument("--k", type=int, default=2, help="queries per coding group")
     p.add_argument("--r", type=int, default=1,
                    help="parity queries per group: up to r stragglers per group are decoded (every code; sum and "
@@ -35,8 +38,12 @@ def add_frontend_arguments(p: argparse.ArgumentParser, code: str = "concat", cod
     p.add_argument("--mode", default="coded", choices=list(MODES),
                    help="coded: parity workers; equal: extra replicas; hedged: extra replicas + hedged requests")
     p.add_argument("--hedge-delay-ms", type=float, default=None,
-                   help="hedged mode: re-send after this long (default: the p95 of recent latencies)")
+                   help="hedged mode: re-send after this long (default: the --hedge-percentile of recent latencies)")
+    p.add_argument("--hedge-percentile", type=float, default=95.0,
+                   help="hedged mode without --hedge-delay-ms: re-send after this percentile of recent latencies")
     p.add_argument("--deadline-ms", type=float, default=1000.0, help="per-request deadline when a request sets none")
+    p.add_argument("--max-deadline-ms", type=float, default=60_000.0,
+                   help="the longest deadline a request may set (a longer one is a 400)")
     p.add_argument("--group-timeout-ms", type=float, default=20.0,
                    help="close a group with fewer than k queries after this long (served uncoded)")
     p.add_argument("--decode-policy", default=None, choices=list(POLICIES),
@@ -54,7 +61,14 @@ def add_frontend_arguments(p: argparse.ArgumentParser, code: str = "concat", cod
     p.add_argument("--default-output", default=None,
                    help="comma-separated output given (flagged default) at the deadline instead of a 504")
     p.add_argument("--max-pending", type=int, default=4096, help="admission limit; beyond it 503 + Retry-After")
+    p.add_argument("--max-queries-per-request", type=int, default=1024, help="queries one request may batch")
+    p.add_argument("--max-body-bytes", type=int, default=16 * 1024 * 1024, help="request body limit; beyond it 413")
     p.add_argument("--health-interval-s", type=float, default=1.0, help="seconds between worker health probes")
+    p.add_argument("--health-timeout-s", type=float, default=1.0,
+                   help="a worker that does not answer a health probe in this long is taken out of rotation")
+    p.add_argument("--connect-timeout-s", type=float, default=2.0, help="timeout of one connection attempt to a worker")
+    p.add_argument("--retry-backoff-s", type=float, default=0.005,
+                   help="re-send a query a worker failed after this x 2^attempt")
     p.add_argument("--auth-token-file", default=None,
                    help="require 'Authorization: Bearer TOKEN' on the API (TOKEN read from this file; "
                         "or set PARM_AUTH_TOKEN); the probes /health, /ready, /metrics stay open")
@@ -69,13 +83,17 @@ def config_from_args(args: argparse.Namespace, data: Any, parity: Any, worker_se
     """The frontend's settings from its flags; ``code`` replaces ``args.code`` (parm up's resolved auto)."""
     default = _default_output(args.default_output)
     return FrontendConfig(data=data, parity=parity, model_name=args.model_name, k=args.k, r=args.r,
-                          code=code or args.code, mode=args.mode, host=args.host,
-                          port=args.port, deadline_ms=args.deadline_ms, group_timeout_ms=args.group_timeout_ms,
+                          code=code or args.code, mode=args.mode, model_id=args.model_id, host=args.host,
+                          port=args.port, deadline_ms=args.deadline_ms, max_deadline_ms=args.max_deadline_ms,
+                          group_timeout_ms=args.group_timeout_ms,
                           decode_policy=args.decode_policy, decode_grace_ms=args.decode_grace_ms,
                           decode_quantile=args.decode_quantile, decode_slack=args.decode_slack,
                           hedge_fallback=args.hedge_fallback, hedge_delay_ms=args.hedge_delay_ms,
-                          default_output=default, max_pending=args.max_pending,
-                          health_interval_s=args.health_interval_s, auth_token=read_token(args.auth_token_file),
+                          hedge_percentile=args.hedge_percentile, default_output=default,
+                          max_pending=args.max_pending, max_queries_per_request=args.max_queries_per_request,
+                          max_body_bytes=args.max_body_bytes, health_interval_s=args.health_interval_s,
+                          health_timeout_s=args.health_timeout_s, connect_timeout_s=args.connect_timeout_s,
+                          retry_backoff_s=args.retry_backoff_s, auth_token=read_token(args.auth_token_file),
                           worker_secret=worker_secret if worker_secret is not None else read_worker_secret(args))
 
 
