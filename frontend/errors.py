@@ -1,6 +1,6 @@
-"""Domain errors of the serving path, and the one place they map to HTTP statuses.
+"""Domain errors of the serving path, and the one place they map to HTTP statuses: each class's ``status``.
 
-Handlers raise or receive these; ``http_status`` and ``error_body`` turn them into responses.
+Handlers raise or receive these; handlers.errors_middleware alone turns them into responses (``error_body``).
 """
 from __future__ import annotations
 
@@ -33,6 +33,10 @@ class UnsupportedMediaType(ServingError):
 
 class Unauthorized(ServingError):
     code, status = "unauthorized", 401
+
+
+class ModelNotFound(ServingError):
+    code, status = "model_not_found", 404
 
 
 class RetryLater(ServingError):
@@ -81,10 +85,6 @@ class WorkerFailed(WorkerError):
 
 class ConfigError(ValueError):
     """A setting is invalid; the message says which and how to fix it."""
-
-
-def http_status(exc: ServingError) -> int:
-    return exc.status
 
 
 def error_body(exc: ServingError) -> dict[str, Any]:

@@ -8,17 +8,10 @@ already answered are ignored. The idea follows clipper-parm's DecodingGroup, wit
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
 
 import numpy as np
 
 from coders import Code, CodingError
-
-
-class Status(Enum):
-    WAIT = "wait"                    # nothing new can be answered yet
-    ALL_DATA = "all_data"            # every data slot is answered
-    UNRECOVERABLE = "unrecoverable"  # some data slot can be answered only by its own output
 
 
 @dataclass(frozen=True)
@@ -42,7 +35,7 @@ class Group:
         self.r = code.r if code is not None else 0
         self.outputs: dict[int, np.ndarray] = {}   # slot -> (C,) output from a worker
         self.answered: set[int] = set()             # data slots whose query has its answer
-        self.failed_parity: set[int] = set()
+        self.failed_parity: set[int] = set()       # parity slots that will never have an output
 
     @property
     def done(self) -> bool:
@@ -69,13 +62,6 @@ class Group:
         """The parity slot cannot produce an output (no parity worker, or it errored)."""
         if self.is_parity(slot):
             self.failed_parity.add(slot)
-
-    def status(self) -> Status:
-        if self.done:
-            return Status.ALL_DATA
-        if self.code is None or len(self.failed_parity) == self.r:
-            return Status.UNRECOVERABLE
-        return Status.WAIT
 
     def can_decode(self) -> bool:
         """Some data slot is unanswered and enough outputs are in to try rebuilding it."""

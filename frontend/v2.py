@@ -18,7 +18,7 @@ import numpy as np
 from aiohttp import web
 
 from frontend.bodies import brief, describe, loads_json, parse_off_loop, shape_size
-from frontend.errors import BadRequest, NotReady, PayloadTooLarge, ServingError
+from frontend.errors import BadRequest, ModelNotFound, NotReady, PayloadTooLarge
 from frontend.handlers import SERVICE, parse_deadline, validate_queries
 from frontend.query import Answer
 
@@ -27,10 +27,6 @@ V2_DTYPES = {"FP32": np.float32, "FP64": np.float64, "FP16": np.float16, "INT64"
              "INT16": np.int16, "INT8": np.int8, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32}
 OUTPUT_NAME = "output-0"
 INPUT_NAME = "input-0"
-
-
-class ModelNotFound(ServingError):
-    code, status = "model_not_found", 404
 
 
 def add_routes(app: web.Application) -> None:
