@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from coders import Code
+from frontend import clock
 from frontend.decode_policy import DecodePolicy, MissingSlot, WorkerLatencies
 from frontend.errors import WorkerError
 from frontend.fallback import CopyBudget, fetch_with_fallback
@@ -129,8 +130,8 @@ class GroupRun:
             if worker is not None:
                 self.used.add(worker)
                 ahead = worker.in_flight
-                self.requests[slot] = (loop.time(), worker, ahead)
-                t0 = time.perf_counter()
+                t0 = loop.time()
+                self.requests[slot] = (t0, worker, ahead)
                 try:
                     out = await worker.infer(inputs)  # (1, C)
                 except WorkerError as exc:
@@ -138,7 +139,7 @@ class GroupRun:
                     self.stats.worker_errors += 1
                     tried.add(worker)
                 else:
-                    elapsed = time.perf_counter() - t0
+                    elapsed = loop.time() - t0
                     self.latencies.record(worker, elapsed, ahead)
                     if record:
                         self.latency.record(elapsed)
@@ -156,7 +157,7 @@ class GroupRun:
         assert self.hedge is not None
         # The record is of whole queries, from the first copy: recording only the copies that
         # won would drop the slow ones, bias the p95 low and hedge far more than 5%.
-        t0 = time.perf_counter()
+        t0 = clock.now()
         copies = [asyncio.ensure_future(self.fetch(slot, record=False))]
         try:
             done, _ = await asyncio.wait(copies, timeout=self.hedge.delay_s())
@@ -168,7 +169,7 @@ class GroupRun:
             self.stats.hedge_wins += int(winner is not copies[0])
             out = winner.result()
             if out is not None:
-                self.latency.record(time.perf_counter() - t0)
+                self.latency.record(clock.now() - t0)
             return out
         finally:
             for c in copies:
@@ -248,14 +249,13 @@ class GroupRun:
 
     def _missing(self) -> list[MissingSlot]:
         assert self.group is not None
-        now, perf = asyncio.get_running_loop().time(), time.perf_counter()
+        now = clock.now()
         out = []
         for slot in range(self.group.n):
             if slot not in self.group.answered:
                 sent_at, worker, ahead = self.requests.get(slot, (None, None, 0))
                 down = worker is None or not worker.healthy
-                # the worker's last answer on the loop's clock (it keeps perf_counter time)
-                last = None if worker is None else now - (perf - worker.last_answer)
+                last = None if worker is None else worker.last_answer
                 out.append(MissingSlot(sent_at, worker, down, self.queries[slot].deadline, ahead, last))
         return out
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from frontend import clock
 from frontend.errors import WorkerError
 from frontend.worker_api import Worker
 
@@ -76,17 +76,17 @@ def _overdue_in(run: GroupRun, slot: int) -> float:
     after = run.policy.overdue_after(run.latencies, worker, ahead)
     if sent_at is None:
         return after
-    return max(0.0, sent_at + after - asyncio.get_running_loop().time())
+    return max(0.0, sent_at + after - clock.now())
 
 
 async def _copy(run: GroupRun, slot: int, worker: Worker) -> np.ndarray | None:
     """One request of slot's query to ``worker``; None if it fails (the first request still runs)."""
-    t0, ahead = time.perf_counter(), worker.in_flight
+    t0, ahead = clock.now(), worker.in_flight
     try:
         out = await worker.infer(run.queries[slot].inputs[None])  # (1, C)
     except WorkerError as exc:
         log.debug("slot %d fallback copy: %s", slot, exc)
         run.stats.worker_errors += 1
         return None
-    run.latencies.record(worker, time.perf_counter() - t0, ahead)
+    run.latencies.record(worker, clock.now() - t0, ahead)
     return out[0]

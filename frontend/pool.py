@@ -32,10 +32,14 @@ def make_client(address: Address, role: str, cfg: FrontendConfig) -> Worker:
 
 
 class WorkerPool:
-    def __init__(self, cfg: FrontendConfig) -> None:
+    def __init__(self, cfg: FrontendConfig, clients: tuple[list[Worker], list[Worker]] | None = None) -> None:
+        """``clients``: (data, parity) workers to use instead of clients for cfg's addresses (the
+        simulator's workers, harness.sim_workers)."""
         self.cfg = cfg
-        self.data = [make_client(a, "data", cfg) for a in cfg.all_data_workers]
-        self.parity = [make_client(a, "parity", cfg) for a in (cfg.parity if cfg.coded else ())]
+        if clients is None:
+            clients = ([make_client(a, "data", cfg) for a in cfg.all_data_workers],
+                       [make_client(a, "parity", cfg) for a in (cfg.parity if cfg.coded else ())])
+        self.data, self.parity = clients
         self._rr = itertools.count()
         self.agreement = Agreement(cfg.k, cfg.r, cfg.code, declared=cfg.model_id)
         for w in self.all:

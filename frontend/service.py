@@ -30,10 +30,10 @@ log = logging.getLogger(__name__)
 
 
 class Service:
-    def __init__(self, cfg: FrontendConfig) -> None:
+    def __init__(self, cfg: FrontendConfig, pool: WorkerPool | None = None) -> None:
         self.cfg = cfg
         self.code: Code | None = make_code(cfg.code, cfg.k, cfg.r) if cfg.coded else None
-        self.pool = WorkerPool(cfg)
+        self.pool = pool if pool is not None else WorkerPool(cfg)
         self.stats = Stats()
         self.pending = 0
         self.runs: set[GroupRun] = set()

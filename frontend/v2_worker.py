@@ -7,12 +7,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from typing import Any
 
 import aiohttp
 import numpy as np
 
+from frontend import clock
 from frontend.config import V2_SCHEME, parse_address
 from frontend.errors import ConfigError, WorkerFailed, WorkerUnavailable
 from frontend.worker_base import WorkerBase
@@ -129,7 +129,7 @@ class V2WorkerClient(WorkerBase):
         """One HTTP exchange -> the decoded JSON reply (None for an empty body)."""
         if self._session is None or self._closing:
             raise WorkerUnavailable(f"{self.name}: client not started or closed")
-        t0 = time.perf_counter()
+        t0 = clock.now()
         try:
             async with self._session.request(method, self.base_url + path, json=body) as resp:
                 raw = await resp.read()

@@ -14,10 +14,10 @@ class Worker(Protocol):
     port: int
     info: dict[str, Any]          # what the worker reports about its model: name, model_id, input_shape, ...
     info_stale: bool              # info is from before the connection was last lost: it may serve another model now
-    connected_since: float | None  # monotonic time the current connection was established (None: not connected)
+    connected_since: float | None  # clock.now() time the current connection was established (None: not connected)
     refused: str | None           # set by the pool when this worker's model disagrees with the deployment's
     auth_error: str | None        # why the last handshake failed, if it did
-    last_answer: float            # perf_counter time of the last inference result (-inf: none yet)
+    last_answer: float            # clock.now() time of the last inference result (-inf: none yet)
     answered: int                 # replies received, and their summed round trip (metrics)
     latency_sum: float
     on_change: Callable[[], None] | None  # called when info is refreshed or goes stale (model agreement)

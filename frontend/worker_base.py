@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import numpy as np
 
+from frontend import clock
 from frontend.errors import WorkerError, WorkerUnavailable
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ class WorkerBase:
         self.probe_ok = False                    # the last probe passed in time, or results keep arriving
         self.refused: str | None = None          # set by the pool when this worker must not be used
         self.auth_error: str | None = None       # why the last handshake failed, if it did
-        self.last_answer = float("-inf")         # perf_counter time of the last inference result
+        self.last_answer = float("-inf")         # clock.now() time of the last inference result
         self.answered = 0                        # replies received, and their summed round trip (metrics)
         self.latency_sum = 0.0
         self.on_change: Callable[[], None] | None = None  # info refreshed or stale: the pool re-judges agreement
@@ -72,7 +72,7 @@ class WorkerBase:
         return self._outstanding
 
     def answered_recently(self) -> bool:
-        return time.perf_counter() - self.last_answer < 2 * max(self.health_interval_s, self.health_timeout_s)
+        return clock.now() - self.last_answer < 2 * max(self.health_interval_s, self.health_timeout_s)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -124,7 +124,7 @@ class WorkerBase:
 
     def _mark_connected(self) -> None:
         if not self._connected.is_set():
-            self.connected_since = time.monotonic()
+            self.connected_since = clock.now()
             self._connected.set()
 
     def _mark_disconnected(self) -> None:
@@ -147,13 +147,13 @@ class WorkerBase:
             self.on_change()
 
     def _record_reply(self, t0: float) -> None:
-        """A reply arrived for a request sent at perf_counter ``t0``."""
+        """A reply arrived for a request sent at clock.now() ``t0``."""
         self.answered += 1
-        self.latency_sum += time.perf_counter() - t0
+        self.latency_sum += clock.now() - t0
 
     def _record_result(self) -> None:
         """A well-formed inference result arrived (the busy rule's proof of life)."""
-        self.last_answer = time.perf_counter()
+        self.last_answer = clock.now()
 
     async def _until_answered(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run one request to its reply even if the caller gives up, counted in ``in_flight``

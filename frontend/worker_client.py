@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import time
 from typing import Any
 
 import numpy as np
 
+from frontend import clock
 from frontend.errors import WorkerFailed, WorkerUnavailable
 from frontend.worker_base import WorkerBase
 from workers import auth
@@ -85,7 +85,7 @@ class WorkerClient(WorkerBase):
         # The entry stays until the reply arrives or the connection drops, even if the caller
         # gives up (cancelled straggler): the worker still holds it, so it still counts as load.
         self._pending[rid] = fut
-        t0 = time.perf_counter()
+        t0 = clock.now()
         try:
             writer.write(pack({**message, "id": rid}, self.max_frame))
             await writer.drain()  # backpressure: never buffer without bound towards a slow worker

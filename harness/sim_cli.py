@@ -1,5 +1,6 @@
-"""``parm simulate``: the command line of the serving simulator (harness.simulate). Prints one
-table row per mode and the fault plan exactly as run; ``--json`` writes every metric and setting.
+"""``parm simulate``: the command line of the serving simulator (harness.simulate: the real frontend
+on simulated time). Prints one table row per mode and the fault plan exactly as run; ``--json``
+writes every metric and setting.
 """
 from __future__ import annotations
 
@@ -32,9 +33,16 @@ def register(subparsers: Any) -> None:
     p.add_argument("--deadline-ms", type=float, default=60_000.0)
     p.add_argument("--hedge-delay-ms", type=float, default=None, help="default: p95 of recent latencies")
     p.add_argument("--group-timeout-ms", type=float, default=20.0)
+    p.add_argument("--r", type=int, default=1, help="parity queries per group (coded)")
+    p.add_argument("--decode-policy", default=None, choices=["adaptive", "eager", "grace"],
+                   help="as parm serve's (default: grace with --decode-grace-ms, else adaptive)")
+    p.add_argument("--decode-grace-ms", type=float, default=0.0)
+    p.add_argument("--decode-quantile", type=float, default=95.0)
+    p.add_argument("--decode-slack", type=float, default=1.25)
+    p.add_argument("--no-hedge-fallback", action="store_true", help="coded: no copies of overdue, undecodable queries")
+    p.add_argument("--no-health-probes", action="store_true",
+                   help="workers stay in rotation without the clients' probe loop (closed-form checks)")
     p.add_argument("--frontend-ms", type=float, default=0.0, help="constant per-query frontend cost")
-    p.add_argument("--encode-ms", type=float, default=0.0)
-    p.add_argument("--decode-ms", type=float, default=0.0)
     p.add_argument("--max-batch", type=int, default=1)
     p.add_argument("--batch-cost", type=float, default=0.0, help="a batch of b costs (1 + c*(b-1)) services")
     p.add_argument("--cancel-at-worker", action="store_true",
@@ -52,7 +60,10 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
                      rate=args.rate, duration_s=args.duration, count=args.count, arrivals=args.arrivals,
                      service=args.service, plan=plan, seed=args.seed, deadline_ms=args.deadline_ms,
                      hedge_delay_ms=args.hedge_delay_ms, group_timeout_ms=args.group_timeout_ms,
-                     frontend_ms=args.frontend_ms, encode_ms=args.encode_ms, decode_ms=args.decode_ms,
+                     r=args.r, decode_policy=args.decode_policy, decode_grace_ms=args.decode_grace_ms,
+                     decode_quantile=args.decode_quantile, decode_slack=args.decode_slack,
+                     hedge_fallback=not args.no_hedge_fallback, health_probes=not args.no_health_probes,
+                     frontend_ms=args.frontend_ms,
                      max_batch=args.max_batch, batch_cost=args.batch_cost, cancel_at_worker=args.cancel_at_worker,
                      hold_load_until_done=not args.release_load_on_cancel)
 

@@ -99,11 +99,17 @@ class SimConfig:
     hedge_delay_ms: float | None = None  # None: the p95 of recent latencies (frontend.hedging)
     hedge_percentile: float = 95.0
     group_timeout_ms: float = 20.0
+    r: int = 1                           # parity queries per group (coded): up to r missing outputs decoded
+    decode_policy: str | None = None     # as FrontendConfig: adaptive | eager | grace (None: the frontend's default)
     decode_grace_ms: float = 0.0
+    decode_quantile: float = 95.0
+    decode_slack: float = 1.25
+    hedge_fallback: bool = True          # coded: copy an overdue query its group cannot decode (frontend.fallback)
     frontend_ms: float = 0.0             # constant per-query frontend cost, paid before dispatch
-    encode_ms: float = 0.0
-    decode_ms: float = 0.0
     retry_backoff_ms: float = 5.0        # FrontendConfig.retry_backoff_s: re-send after backoff * 2**attempt
+    health_probes: bool = True           # the clients' real probe loop (one inference per interval per worker)
+    health_interval_s: float = 1.0
+    health_timeout_s: float = 1.0
     max_batch: int = 1
     batch_cost: float = 0.0              # a batch of b costs service * (1 + batch_cost * (b - 1))
     cancel_at_worker: bool = False       # True: cancelled requests leave the worker's queue (the real worker keeps them)
@@ -115,8 +121,11 @@ class SimConfig:
                   (self.duration_s > 0 or self.count, "duration_s must be > 0 (or set count)"),
                   (self.arrivals in ("poisson", "uniform"), "arrivals must be poisson or uniform"),
                   (self.max_batch >= 1, "max_batch must be >= 1"), (self.deadline_ms > self.frontend_ms, "deadline_ms must exceed frontend_ms"),
-                  (min(self.frontend_ms, self.encode_ms, self.decode_ms, self.retry_backoff_ms,
-                       self.group_timeout_ms, self.decode_grace_ms, self.batch_cost) >= 0, "times must be >= 0"),
+                  (min(self.frontend_ms, self.retry_backoff_ms, self.decode_grace_ms, self.batch_cost) >= 0,
+                   "times must be >= 0"),
+                  (min(self.group_timeout_ms, self.health_interval_s, self.health_timeout_s) > 0,
+                   "group_timeout_ms and health times must be > 0"),
+                  (self.r >= 1, "r must be >= 1"),
                   (self.mode != "coded" or self.k >= 2, "coded mode needs k >= 2"),
                   (self.mode not in ("equal", "hedged", "coded") or self.extra_workers >= 1,
                    "equal, hedged and coded modes need workers >= k (n/k extra workers)")]

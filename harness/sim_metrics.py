@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.sim_frontend import ANSWERED, FAILED
+from harness.sim_engine import ANSWERED, FAILED, REFUSED
 
 PERCENTILES = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p99.5", 99.5), ("p99.9", 99.9))
 TABLE = (("mode", "{:<7}"), ("workers", "{:>7}"), ("count", "{:>8}"), ("p50", "{:>7.2f}"), ("p90", "{:>7.2f}"),
@@ -22,7 +22,10 @@ def summarize(raw: dict[str, Any]) -> dict[str, Any]:
     answered = state == ANSWERED
     lat_ms = (raw["done"][answered] - arrivals[answered]) * 1000
     n = len(arrivals)
-    out: dict[str, Any] = {"arrivals": n, "count": int(answered.sum()), "failed": int((state == FAILED).sum())}
+    out: dict[str, Any] = {"arrivals": n, "count": int(answered.sum()),
+                           "failed": int(((state == FAILED) | (state == REFUSED)).sum()),
+                           "refused": int((state == REFUSED).sum()),  # 503 at admission: no healthy data worker
+                           "wrong": int(raw["wrong"].sum())}  # answered with another query's output
     out["lost"] = n - out["count"] - out["failed"]
     for name, q in PERCENTILES:
         out[name] = float(np.percentile(lat_ms, q)) if len(lat_ms) else float("nan")

@@ -1,10 +1,10 @@
-"""The serving simulator (harness.simulate): closed-form answers on deterministic plans, accounting
-of every query under each fault kind, hedging answers once, determinism, and an M/M/1 check."""
+"""The serving simulator (harness.simulate: the real frontend on a virtual-time loop): closed-form
+answers on deterministic plans, accounting of every query under each fault kind, hedging answers
+once, exact decoded answers, the real decode policy and r >= 2, determinism, and an M/M/1 check."""
 from __future__ import annotations
 
 import argparse
 import json
-import random
 from typing import Any
 
 import numpy as np
@@ -12,8 +12,7 @@ import pytest
 
 from harness.plan import parse_plan
 from harness.sim_config import SimConfig, SimConfigError
-from harness.sim_frontend import ANSWERED
-from harness.sim_pool import Counter, LeastLoaded
+from harness.sim_engine import ANSWERED
 from harness.simulate import run_raw, simulate, simulate_modes
 
 MODES = ("none", "equal", "hedged", "coded")
@@ -24,13 +23,18 @@ def _cfg(**kw: Any) -> dict[str, Any]:
     return {**base, **kw}
 
 
+def _exact(**kw: Any) -> dict[str, Any]:
+    """Closed-form settings: no health probes in the queues."""
+    return _cfg(health_probes=False, **kw)
+
+
 def _latency_ms(raw: dict[str, Any]) -> np.ndarray:
     return (raw["done"] - raw["arrivals"]) * 1000
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_no_faults_every_latency_is_the_service_time_plus_frontend(mode: str) -> None:
-    raw = run_raw(_cfg(mode=mode, frontend_ms=2.0))
+    raw = run_raw(_exact(mode=mode, frontend_ms=2.0))
     assert (raw["state"] == ANSWERED).all()
     np.testing.assert_allclose(_latency_ms(raw), 7.0, atol=1e-9)
     assert not raw["degraded"].any()
@@ -39,22 +43,23 @@ def test_no_faults_every_latency_is_the_service_time_plus_frontend(mode: str) ->
 def test_stalled_worker_queries_are_decoded_at_parity_arrival() -> None:
     # 2 data workers + 1 parity, 10 ms service, a query every 50 ms, groups of 2 never time out.
     plan = {"seed": 0, "faults": [{"kind": "stall", "worker": 1, "at_s": 0.5, "duration_ms": 300}]}
-    raw = run_raw(_cfg(mode="coded", workers=2, rate=20.0, count=40, service="fixed:ms=10",
-                       group_timeout_ms=100.0, plan=plan))
+    raw = run_raw(_exact(mode="coded", workers=2, rate=20.0, count=40, service="fixed:ms=10",
+                         group_timeout_ms=100.0, plan=plan, decode_grace_ms=1.0, hedge_fallback=False))
     lat, deg, worker, arr = _latency_ms(raw), raw["degraded"], raw["worker"], raw["arrivals"]
     assert (raw["state"] == ANSWERED).all() and deg.any()
     assert (worker[deg] == 1).all() and (arr[deg] >= 0.5).all()  # degraded only where the stall was
     slot = np.arange(len(lat)) % 2
-    # The parity query is sent when the second query arrives; it returns 10 ms later: decode then.
-    np.testing.assert_allclose(lat[deg & (slot == 0)], 60.0, atol=1e-9)
-    np.testing.assert_allclose(lat[deg & (slot == 1)], 10.0, atol=1e-9)
+    # The parity query is sent when the second query arrives; it returns 10 ms later: decode after the
+    # 1 ms grace (which lets a healthy pair's tie between data and parity output go to the data output).
+    np.testing.assert_allclose(lat[deg & (slot == 0)], 61.0, atol=1e-9)
+    np.testing.assert_allclose(lat[deg & (slot == 1)], 11.0, atol=1e-9)
     np.testing.assert_allclose(lat[arr < 0.5], 10.0, atol=1e-9)
     np.testing.assert_allclose(lat[~deg & (worker == 0)], 10.0, atol=1e-9)
 
 
 @pytest.mark.parametrize("mode", ["none", "coded"])
 def test_crash_redispatches_the_request_in_service_after_the_backoff(mode: str) -> None:
-    cfg = _cfg(mode=mode, workers=2, rate=20.0, count=40, service="fixed:ms=20", group_timeout_ms=100.0)
+    cfg = _exact(mode=mode, workers=2, rate=20.0, count=40, service="fixed:ms=20", group_timeout_ms=100.0)
     victim = int(run_raw(cfg)["worker"][10])  # query 10 arrives at 0.5 s; same picks until the crash
     plan = {"seed": 0, "faults": [{"kind": "crash", "worker": victim, "at_s": 0.51}]}
     raw = run_raw({**cfg, "plan": plan})
@@ -81,7 +86,7 @@ FAULTS = {
 def test_every_query_is_answered_or_failed_under_each_fault(fault: str) -> None:
     plan = {"seed": 3, "faults": [FAULTS[fault]]}
     for r in simulate_modes(_cfg(rate=400.0, count=600, arrivals="poisson", service="exp:mean_ms=5", plan=plan)):
-        assert r["lost"] == 0 and r["answered_twice"] == 0
+        assert r["lost"] == 0 and r["answered_twice"] == 0 and r["wrong"] == 0
         assert r["count"] + r["failed"] == r["arrivals"] == 600
         assert r["failed"] == 0, (fault, r["mode"])  # a 60 s deadline: re-dispatch always succeeds
 
@@ -95,7 +100,7 @@ def test_queries_fail_at_the_deadline_when_every_worker_is_gone() -> None:
 def test_degraded_answers_only_for_queries_sent_to_the_slowed_worker() -> None:
     plan = {"seed": 7, "faults": [{"kind": "contention", "worker": 2, "rate_per_s": 2.0, "factor": 10,
                                    "duration_ms": 200}]}
-    raw = run_raw(_cfg(mode="coded", count=400, plan=plan))
+    raw = run_raw(_exact(mode="coded", count=400, plan=plan, decode_grace_ms=1.0, hedge_fallback=False))
     deg = raw["degraded"]
     assert deg.any() and (raw["worker"][deg] == 2).all()
 
@@ -129,38 +134,11 @@ def test_mm1_mean_latency() -> None:
 def test_batches_serve_several_queued_requests_at_once() -> None:
     # Two queries at once on one worker: the second waits a full service time with batch 1 only.
     solo = run_raw({"mode": "none", "workers": 1, "rate": 1e6, "count": 2, "arrivals": "uniform",
-                    "service": "fixed:ms=10"})
+                    "service": "fixed:ms=10", "health_probes": False})
     batched = run_raw({"mode": "none", "workers": 1, "rate": 1e6, "count": 3, "arrivals": "uniform",
-                       "service": "fixed:ms=10", "max_batch": 2})
+                       "service": "fixed:ms=10", "max_batch": 2, "health_probes": False})
     assert _latency_ms(solo)[1] == pytest.approx(20.0, abs=0.01)
     assert _latency_ms(batched)[1:] == pytest.approx([20.0, 20.0], abs=0.01)  # 1 alone, then 2 together
-
-
-def test_least_loaded_pick_matches_a_brute_force_pool() -> None:
-    rng = random.Random(0)
-    pool = LeastLoaded(list(range(10, 23)), Counter())
-    loads, healthy, rr = [0] * 13, [True] * 13, 0
-    for _ in range(3000):
-        op = rng.random()
-        if op < 0.1:
-            i = rng.randrange(13)
-            healthy[i] = not healthy[i]
-            pool.set_healthy(10 + i, healthy[i])
-        elif op < 0.4 and any(loads):
-            i = rng.choice([j for j in range(13) if loads[j]])
-            loads[i] -= 1
-            pool.add(10 + i, -1)
-        else:
-            avoid = {10 + rng.randrange(13) for _ in range(rng.randrange(3))}
-            got = pool.pick(avoid)
-            ok = [i for i in range(13) if healthy[i]]
-            fresh = [i for i in ok if 10 + i not in avoid] or ok
-            start, rr = rr % 13, rr + 1
-            want = None if not ok else 10 + min(fresh, key=lambda i: (loads[i], (i - start) % 13))
-            assert got == want
-            if got is not None:
-                loads[got - 10] += 1
-                pool.add(got, 1)
 
 
 def test_invalid_settings_are_refused() -> None:
@@ -200,8 +178,30 @@ def test_in_flight_counts_return_to_zero(hold: bool) -> None:
         sim = Sim(Cfg(mode=mode, workers=4, rate=400.0, count=600, service="exp:mean_ms=5", plan=plan,
                       hold_load_until_done=hold, cancel_at_worker=hold))
         assert sim.run()["state"].min() > 0
-        assert sim.data_pool.in_flight == [0] * len(sim.data_pool.ids)
-        assert sim.parity_pool.in_flight == [0] * len(sim.parity_pool.ids)
+        assert [w.in_flight for w in sim.workers] == [0] * len(sim.workers)
+
+
+def test_the_default_policy_waits_for_on_time_outputs_where_eager_decodes() -> None:
+    # Exponential service: the parity output often comes in before the last data output. ParM's
+    # eager decode answers those degraded; the adaptive policy (the frontend's default) waits.
+    cfg = _cfg(mode="coded", workers=12, rate=1200.0, count=6000, arrivals="poisson", service="exp:mean_ms=5")
+    eager, adaptive = simulate({**cfg, "decode_policy": "eager"}), simulate(cfg)
+    # Measured: eager 31%, adaptive 9% (exponential tails outrun 1.25 x a per-place p95; see BENCHMARKS)
+    assert eager["degraded"] > 0.05
+    assert adaptive["degraded"] < eager["degraded"] / 2
+    assert adaptive["stats"]["decodes_avoided"] > 0 and adaptive["wrong"] == eager["wrong"] == 0
+
+
+def test_two_parities_rebuild_two_stalled_members_exactly() -> None:
+    # r=2 (the drift this simulator once had: it decoded only with r=1): both data workers of a k=2
+    # group stall; every query of the window is answered from the two parities, exactly.
+    plan = {"seed": 0, "faults": [{"kind": "stall", "workers": [0, 1], "at_s": 0.5, "duration_ms": 300}]}
+    raw = run_raw(_exact(mode="coded", workers=2, k=2, r=2, rate=20.0, count=40, service="fixed:ms=10",
+                         group_timeout_ms=100.0, plan=plan, decode_grace_ms=1.0, hedge_fallback=False))
+    deg = raw["degraded"]
+    assert (raw["state"] == ANSWERED).all() and not raw["wrong"].any()
+    stalled = (raw["arrivals"] >= 0.5) & (raw["arrivals"] < 0.75)
+    assert deg[stalled].all() and not deg[raw["arrivals"] < 0.5].any()
 
 
 def test_plan_argument_is_inline_json_or_a_file(tmp_path) -> None:
@@ -216,3 +216,13 @@ def test_plan_argument_is_inline_json_or_a_file(tmp_path) -> None:
         plan_from_arg('{"seed": ')
     with pytest.raises(PlanError, match="cannot read fault plan"):
         plan_from_arg(str(tmp_path / "missing.json"))
+
+
+def test_an_overdue_query_of_an_open_group_is_copied_to_another_worker() -> None:
+    # The real fallback hedging runs too: query 10 waits on the stalled worker while its group is
+    # still open (not decodable); once overdue, a copy on worker 0 answers it exactly.
+    plan = {"seed": 0, "faults": [{"kind": "stall", "worker": 1, "at_s": 0.5, "duration_ms": 300}]}
+    raw = run_raw(_exact(mode="coded", workers=2, rate=20.0, count=40, service="fixed:ms=10",
+                         group_timeout_ms=100.0, plan=plan, decode_grace_ms=1.0))
+    assert raw["stats"]["fallback_hedges"] >= 1 and raw["stats"]["fallback_hedge_wins"] >= 1
+    assert not raw["degraded"][10] and not raw["wrong"].any() and (raw["state"] == ANSWERED).all()
