@@ -14,7 +14,6 @@ import os
 import platform
 import pstats
 import signal
-import socket
 import statistics
 import sys
 import tempfile
@@ -29,13 +28,12 @@ sys.path.insert(0, str(ROOT))
 import aiohttp
 from results_file import write_json
 
-from harness.bench_proc import cpu_model
-from workers.cluster import LocalCluster, WorkerSpec
+from harness.bench_proc import cpu_model, cpu_seconds
+from workers.cluster import LocalCluster, WorkerSpec, free_port
 
 PY = sys.executable
 LOADGEN = str(ROOT / "benchmarks" / "loadgen.py")
 RESULTS = ROOT / "benchmarks" / "results" / "frontend.json"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 TARGETS = {"throughput_ratio": 0.85, "added_p50_ms": 1.0, "added_p99_ms": 3.0}
 # Where profiled time goes, by the file a function lives in (first match wins).
 PROFILE_BUCKETS = (("aiohttp", "aiohttp"), ("torch", "torch"), ("numpy", "numpy"), ("msgpack", "msgpack"),
@@ -72,11 +70,6 @@ class Frontend:
 
 
 # -- processes ----------------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def addrs(cluster: LocalCluster, role: str) -> str:
@@ -127,12 +120,6 @@ async def stop_process(proc: asyncio.subprocess.Process, sig: int = signal.SIGTE
     except asyncio.TimeoutError:
         proc.kill()
         await proc.wait()
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a live process, from /proc/PID/stat."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 # -- one load run -------------------------------------------------------------------------------

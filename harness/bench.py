@@ -28,10 +28,10 @@ from harness import report
 from harness.bench_faults import FaultReplayer
 from harness.bench_modes import ALL_MODES, LEARNED_MODES, check, frontend_args, healthy_needed, plan_targets, worker_specs
 from harness.bench_proc import RssSampler, cpu_model, cpu_snapshot, cpu_usage
-from harness.deploy import BenchCluster, FrontendProcess, free_port
+from harness.deploy import BenchCluster, FrontendProcess
 from harness.plan import FaultPlan, expand
 from harness.tails import exposed_fraction, faulted_intervals
-from workers.cluster import die_with_parent
+from workers.cluster import die_with_parent, free_port
 
 
 @dataclass

@@ -13,7 +13,29 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from harness.deploy import cpu_seconds, rss_kb
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a live process (0.0 once it is gone), from /proc."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (fields 14, 15 of stat)
+
+
+def rss_kb(pid: int) -> int:
+    """Resident set size (VmRSS) of a live process in KiB, from /proc/PID/status; 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+    return 0  # a zombie has no VmRSS line
 
 
 def cpu_snapshot(fe_pid: int, worker_pids: list[int]) -> dict[str, Any]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +19,7 @@ from aiohttp import web
 from frontend.app import create_app
 from frontend.config import FrontendConfig
 from frontend.worker_client import WorkerClient
-from workers.cluster import LocalCluster, cluster_specs
+from workers.cluster import LocalCluster, cluster_specs, free_port
 
 
 @dataclass
@@ -46,12 +45,6 @@ def register(subparsers: Any) -> None:
                    help="when to decode (parm serve --help); unset: grace if --decode-grace-ms > 0, else adaptive")
     p.add_argument("--decode-grace-ms", type=float, default=0.0, help="grace policy: the wait before decoding")
     p.set_defaults(func=lambda args: asyncio.run(run_demo(args)))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def run_demo(args: argparse.Namespace) -> int:

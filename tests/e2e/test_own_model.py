@@ -8,7 +8,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from torch import nn
 
 from coders import make_code
 from parity_models import checkpoint
+from workers.cluster import free_port
 
 pytestmark = pytest.mark.e2e
 N_GROUPS = 40
@@ -74,12 +74,6 @@ def own_pair(tmp_path_factory, fashion_slice) -> tuple[Path, Path]:
                     "64", "--device", "cpu", "--quiet", "--out", str(parity)], check=True, timeout=120,
                    env={**os.environ, "OMP_NUM_THREADS": "2"})
     return base, parity
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get_json(url: str) -> dict:

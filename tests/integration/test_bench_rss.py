@@ -10,8 +10,7 @@ import sys
 import numpy as np
 
 from harness import report
-from harness.bench_proc import RssSampler, rss_line
-from harness.deploy import rss_kb
+from harness.bench_proc import RssSampler, rss_kb, rss_line
 from harness.loadgen import Records, malformed_summary
 from parm import bench_command
 

@@ -2,13 +2,13 @@
 (no secret, a wrong one, nobody listening, a bad spec) is one line and a non-zero exit."""
 from __future__ import annotations
 
-import socket
 
 import pytest
 
 from parm.cli import main
 from parm.fault_command import FaultCommandError, Target, set_fault
 from tests.conftest import worker_servers
+from workers.cluster import free_port
 
 SECRET = "cluster-secret"
 
@@ -30,12 +30,6 @@ async def test_a_worker_without_a_secret_takes_the_fault_as_before() -> None:
         assert await set_fault(Target("127.0.0.1", ws[0].port, None, "w"), "delay:ms=5") == "delay:ms=5"
 
 
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.parametrize("argv, status, message", [
     (["127.0.0.1:{port}", "stall"], 1, "parm fault: cannot reach worker 127.0.0.1:{port}: connection refused"),
     (["127.0.0.1:{port}", "stal"], 2, "parm fault: unknown fault 'stal'"),
@@ -43,7 +37,7 @@ def closed_port() -> int:
 ])
 def test_failures_are_one_line_and_a_non_zero_exit(argv, status, message, capsys, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("PARM_STATE_DIR", str(tmp_path))
-    port = closed_port()
+    port = free_port()  # nothing listens there
     assert main(["fault", *(a.format(port=port) for a in argv)]) == status
     out = capsys.readouterr()
     assert out.out == "" and out.err.startswith(message.format(port=port)) and out.err.count("\n") == 1, out.err

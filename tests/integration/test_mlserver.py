@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from frontend.config import FrontendConfig
 from frontend.errors import WorkerFailed
 from frontend.v2_worker import V2WorkerClient
 from tests.conftest import eventually, frontend, service_of, worker_servers
+from workers.cluster import free_port
 from workers.model import load_model
 
 pytestmark = pytest.mark.e2e
@@ -34,12 +34,6 @@ RNG = np.random.default_rng(2)
 
 def images(n: int) -> np.ndarray:
     return RNG.random((n, 1, 28, 28), dtype=np.float32)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def mlserver_executable() -> Path:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import urllib.request
 
 import numpy as np
@@ -10,13 +9,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from frontend.worker_client import WorkerClient
 from tests.conftest import worker_servers
+from workers.cluster import free_port
 from workers.metrics import start_metrics_server
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_worker_metrics_count_requests_rows_and_show_the_fault() -> None:
