@@ -23,6 +23,7 @@ from torch import nn
 
 from coders.base import coefficient_rows
 from parity_models import checkpoint
+from parity_models.device import resolve_device
 from parity_models.models import Linear
 from workers.specs import parse_named
 
@@ -69,19 +70,6 @@ class LoadedModel:
         return outputs
 
 
-def resolve_device(device: str) -> str:
-    """"cpu" | "cuda" | "auto" -> a torch device string; ValueError when cuda is asked for but absent."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cpu":
-        return "cpu"
-    if device == "cuda" or device.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} requested but torch.cuda.is_available() is False")
-        return device
-    raise ValueError(f"unknown device {device!r}; use cpu, cuda or auto")
-
-
 def load_model(spec: str, device: str = "cpu") -> LoadedModel:
     """``spec`` is a checkpoint path (a parm checkpoint, or a .pt2 saved by torch.export.save, read by
     parity_models.checkpoint.load) or ``builtin:NAME[:key=val,...]``; see ``BUILTIN_KEYS``."""
@@ -91,7 +79,7 @@ def load_model(spec: str, device: str = "cpu") -> LoadedModel:
     return _load_checkpoint(Path(spec), dev)
 
 
-def make_predict(module: nn.Module, device: str) -> Callable[[np.ndarray], np.ndarray]:
+def make_predict(module: nn.Module, device: str | torch.device) -> Callable[[np.ndarray], np.ndarray]:
     """Wrap ``module`` as numpy -> numpy; runs under inference_mode and returns CPU float32."""
     def predict(inputs: np.ndarray) -> np.ndarray:
         # Frames decode to read-only views; torch.from_numpy wants a writable, contiguous array.
@@ -102,7 +90,7 @@ def make_predict(module: nn.Module, device: str) -> Callable[[np.ndarray], np.nd
     return predict
 
 
-def _load_checkpoint(path: Path, device: str) -> LoadedModel:
+def _load_checkpoint(path: Path, device: torch.device) -> LoadedModel:
     ckpt = checkpoint.load(path)
     module = checkpoint.build_model(ckpt, device)
     input_shape = tuple(int(d) for d in ckpt["input_shape"])
@@ -155,7 +143,7 @@ def _builtin_id(seed: int, bias_scale: float) -> str:
         input_shape=list(LINEAR_INPUT_SHAPE), num_classes=LINEAR_CLASSES))
 
 
-def _load_builtin(spec: str, device: str) -> LoadedModel:
+def _load_builtin(spec: str, device: torch.device) -> LoadedModel:
     name, params = parse_builtin(spec)
     seed = _number(params, "seed", 0, int)
     parity_k = _number(params, "parity_k", 0, int, minimum=1)  # 0 = not a parity model
