@@ -27,6 +27,8 @@ import aiohttp  # noqa: E402
 import msgpack  # noqa: E402
 import numpy as np  # noqa: E402
 
+from frontend.config import parse_address  # noqa: E402
+from harness.loadgen import arrivals, send_on_schedule  # noqa: E402
 from workers.protocol import encode_tensor  # noqa: E402
 
 QUERY_SHAPE = (1, 28, 28)
@@ -88,23 +90,11 @@ async def _timed(send: Send, scheduled: float, out: list[Record]) -> None:
 
 
 async def open_loop(send: Send, rate: float, duration: float, seed: int) -> tuple[list[Record], float]:
-    """Poisson arrivals at ``rate``/s for ``duration`` s, each request sent at its time whatever is in flight."""
-    loop = asyncio.get_running_loop()
-    rng = np.random.default_rng(seed)
+    """Poisson arrivals at ``rate``/s for ``duration`` s (parm bench's schedule and open loop, harness.loadgen),
+    each request sent at its time whatever is in flight."""
     records: list[Record] = []
-    tasks: set[asyncio.Task[None]] = set()
-    start = loop.time()
-    due = start
-    while due < start + duration:
-        delay = due - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        task = asyncio.create_task(_timed(send, due, records))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-        due += rng.exponential(1.0 / rate)
-    if tasks:
-        await asyncio.wait(tasks, timeout=30)
+    start = asyncio.get_running_loop().time()
+    await send_on_schedule(arrivals(rate, duration, seed), start, lambda i, due: [_timed(send, due, records)], 30.0)
     return records, start
 
 
@@ -156,9 +146,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def run_worker(args: argparse.Namespace) -> dict[str, Any]:
-    from frontend.worker_client import WorkerClient  # no torch import, unlike frontend.config
-    addresses = [a.strip().rpartition(":") for a in args.worker.split(",") if a.strip()]
-    clients = [WorkerClient(host, int(port), "data") for host, _sep, port in addresses]
+    from frontend.worker_client import WorkerClient
+    clients = [WorkerClient(*parse_address(a), "data") for a in args.worker.split(",") if a.strip()]
     for client in clients:
         client.start()
     try:

@@ -27,16 +27,23 @@ def parse_address(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def parse_v2_address(address: str) -> tuple[str, int, str]:
+    """'v2+http://host:port/model' -> (host, port, model); ConfigError otherwise."""
+    if not address.startswith(V2_SCHEME):
+        raise ConfigError(f"V2 worker address {address!r} does not start with {V2_SCHEME}")
+    hostport, _, model = address[len(V2_SCHEME):].partition("/")
+    if not model or "/" in model:
+        raise ConfigError(f"V2 worker address {address!r} is not v2+http://HOST:PORT/MODEL")
+    host, port = parse_address(hostport)
+    return host, port, model
+
+
 def parse_worker(text: str) -> Address:
     """A worker address: 'host:port' (parm worker) or 'v2+http://host:port/model' (any Open
     Inference Protocol server: Triton, MLServer, KServe runtimes)."""
     text = text.strip()
     if text.startswith(V2_SCHEME):
-        rest = text[len(V2_SCHEME):]
-        hostport, sep, model = rest.partition("/")
-        if not sep or not model or "/" in model:
-            raise ConfigError(f"V2 worker address {text!r} is not v2+http://HOST:PORT/MODEL")
-        parse_address(hostport)
+        parse_v2_address(text)
         return text
     return parse_address(text)
 

@@ -20,7 +20,7 @@ import resource
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -67,6 +67,27 @@ def arrivals(rate: float, duration_s: float, seed: int) -> np.ndarray:
     gaps = rng.exponential(1.0 / rate, size=int(rate * duration_s * 1.5) + 100)
     times = np.cumsum(gaps) - gaps[0]  # the first query is due at 0
     return times[times < duration_s]
+
+
+async def send_on_schedule(sched: np.ndarray, base: float, start: Callable[[int, float], Iterable[Coroutine]],
+                           drain_s: float) -> None:
+    """Open loop: at ``base + sched[i]`` (the loop's clock) start the coroutines ``start(i, due)`` gives,
+    whatever is still in flight; then wait up to ``drain_s`` for them and cancel the rest."""
+    loop = asyncio.get_running_loop()
+    tasks: set[asyncio.Task[None]] = set()
+    for i, t in enumerate(sched):
+        due = base + float(t)
+        if due > loop.time():
+            await asyncio.sleep(due - loop.time())
+        for coro in start(i, due):
+            task = asyncio.create_task(coro)
+            tasks.add(task)  # strong reference until done
+            task.add_done_callback(tasks.discard)
+    if tasks:
+        await asyncio.wait(set(tasks), timeout=drain_s)
+    for task in list(tasks):  # still unanswered after the drain: counted as lost
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def _send_one(session: aiohttp.ClientSession, url: str, x: np.ndarray, i: int, rec: Records,
@@ -134,27 +155,17 @@ async def run(url: str, x: np.ndarray, y: np.ndarray, sched: np.ndarray, start_e
     rec = Records(sched, y[np.arange(len(sched)) % len(y)])
     loop = asyncio.get_running_loop()
     base = loop.time() + (start_epoch - time.time())  # the start, on the loop's clock
-    tasks: set[asyncio.Task[None]] = set()
     bad_at = np.flatnonzero(np.random.default_rng(seed + 7919).random(len(sched)) < bad_frac)
     bad_kind = dict(zip(bad_at.tolist(), (BAD_KINDS[j % len(BAD_KINDS)] for j in range(len(bad_at)))))
     connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=None)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout_s)) as session:
-        for i, t in enumerate(sched):
-            due = base + float(t)
-            if due > loop.time():
-                await asyncio.sleep(due - loop.time())
+        def start(i: int, due: float) -> list[Coroutine]:
             batch = [_send_one(session, url, x[i % len(x)], i, rec, due, loop)]
             if i in bad_kind:
                 batch.append(_send_bad(session, url, bad_kind[i], x[i % len(x)], rec))
-            for coro in batch:
-                task = asyncio.create_task(coro)
-                tasks.add(task)  # strong reference until done
-                task.add_done_callback(tasks.discard)
-        if tasks:
-            await asyncio.wait(set(tasks), timeout=drain_s)
-        for task in list(tasks):  # still unanswered after the drain: counted as lost
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+            return batch
+
+        await send_on_schedule(sched, base, start, drain_s)
     return rec
 
 

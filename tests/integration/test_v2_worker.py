@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from aiohttp import web
 
-from frontend.config import FrontendConfig
+from frontend.config import FrontendConfig, parse_v2_address
 from frontend.errors import ConfigError, WorkerFailed, WorkerUnavailable
-from frontend.v2_worker import V2WorkerClient, parse_v2_address
+from frontend.v2_worker import V2WorkerClient
 from tests.conftest import eventually, frontend, running, service_of, worker_servers
 from workers.model import load_model
 
