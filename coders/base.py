@@ -4,17 +4,29 @@ state the parity model's training target, and decode missing outputs.
 Shared by the frontend (serving) and parity_models (training), so the coding math exists once.
 Every operation accepts numpy arrays (the frontend: no torch dispatch on its hot path) or torch
 tensors (training), and returns the same kind. Slots are 0..k-1 for data, k..k+r-1 for parity.
+torch is imported only once a torch tensor is given (``torch_module``): the serving path, which
+passes numpy, runs without it.
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from typing import TypeVar
+from types import ModuleType
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
-import torch
 
-Array = TypeVar("Array", np.ndarray, torch.Tensor)
+if TYPE_CHECKING:
+    import torch
+
+Array = TypeVar("Array", np.ndarray, "torch.Tensor")
+
+
+def torch_module() -> ModuleType:
+    """torch, imported on first call: only the branches that were given a torch tensor call this."""
+    import torch
+
+    return torch
 
 
 class CodingError(ValueError):
@@ -114,12 +126,13 @@ class LinearCode(Code):
 
 def stack(values: list[Array]) -> Array:
     """Stack same-kind arrays along a new first axis."""
-    return np.stack(values) if isinstance(values[0], np.ndarray) else torch.stack(values)
+    return np.stack(values) if isinstance(values[0], np.ndarray) else torch_module().stack(values)
 
 
 def combine(weights: np.ndarray, values: Array) -> Array:
     """weights (m, n) applied along the first axis of values (n, ...) -> (m, ...), same array kind."""
     if isinstance(values, np.ndarray):
         return np.tensordot(weights.astype(values.dtype), values, axes=(1, 0))
+    torch = torch_module()
     w = torch.as_tensor(weights, dtype=values.dtype, device=values.device)
     return torch.tensordot(w, values, dims=([1], [0]))

@@ -7,16 +7,17 @@ Tiling grid: cols = ceil(sqrt(k)), rows = ceil(k / cols). So k=2 is side by side
 squeezed to H x W/2, as in ParM), k=4 is quadrants (H/2 x W/2), and k=3 uses the 2x2 grid with
 the fourth tile left black: isotropic 14x14 tiles keep digits undistorted, where three 28x9
 strips would squeeze them threefold. Larger k continue the same rule (k<=9: 3x3, ...).
+
+numpy images are tiled with numpy alone (sizes the grid does not divide included: ``adaptive_pool``
+matches torch's adaptive_avg_pool2d), torch tensors with torch, imported only then.
 """
 from __future__ import annotations
 
 import math
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
-from coders.base import Array, CodingError, LinearCode
+from coders.base import Array, CodingError, LinearCode, torch_module
 
 
 def grid_for(k: int) -> tuple[int, int]:
@@ -71,9 +72,12 @@ class ConcatCode(LinearCode):
         th, tw = h // rows, w // cols
         pooled = x.reshape(k, bsz, c, th, rows, tw, cols).mean(axis=(4, 6))  # (k, B, C, th, tw)
         if k < rows * cols:
-            pad = (np.zeros if isinstance(x, np.ndarray) else torch.zeros)((rows * cols - k, bsz, c, th, tw),
-                                                                          dtype=pooled.dtype)
-            pooled = np.concatenate([pooled, pad]) if isinstance(x, np.ndarray) else torch.cat([pooled, pad])
+            pad_shape = (rows * cols - k, bsz, c, th, tw)
+            if isinstance(x, np.ndarray):
+                pooled = np.concatenate([pooled, np.zeros(pad_shape, dtype=pooled.dtype)])
+            else:
+                torch = torch_module()
+                pooled = torch.cat([pooled, torch.zeros(pad_shape, dtype=pooled.dtype, device=pooled.device)])
         grid = pooled.reshape(rows, cols, bsz, c, th, tw)
         axes = (2, 3, 0, 4, 1, 5)  # -> (B, C, rows, th, cols, tw)
         grid = grid.transpose(axes) if isinstance(grid, np.ndarray) else grid.permute(axes)
@@ -82,7 +86,7 @@ class ConcatCode(LinearCode):
     def _tile_any(self, x: Array) -> Array:
         """Tile by tile, for sizes the grid does not divide: (k, B, C, H, W) -> (B, C, H, W)."""
         h, w = x.shape[-2:]
-        out = np.zeros_like(x[0]) if isinstance(x, np.ndarray) else torch.zeros_like(x[0])
+        out = np.zeros_like(x[0]) if isinstance(x, np.ndarray) else torch_module().zeros_like(x[0])
         for i, (t, b, l, r) in enumerate(self.tiles(h, w)):
             out[:, :, t:b, l:r] = _area_downsample(x[i], b - t, r - l)
         return out
@@ -90,11 +94,31 @@ class ConcatCode(LinearCode):
 
 def _area_downsample(img: Array, th: int, tw: int) -> Array:
     """(B, C, H, W) -> (B, C, th, tw) by area averaging. When the factors are whole numbers (the
-    usual case: 28 -> 14) it is a block mean, the same in numpy and torch; otherwise torch's
-    adaptive average pooling, whose windows overlap as the sizes require."""
+    usual case: 28 -> 14) it is a block mean, the same in numpy and torch; otherwise adaptive
+    average pooling, whose windows overlap as the sizes require (numpy: ``adaptive_pool``)."""
     bsz, c, h, w = img.shape
     if h % th == 0 and w % tw == 0:
         return img.reshape(bsz, c, th, h // th, tw, w // tw).mean(axis=(3, 5))
     if isinstance(img, np.ndarray):
-        return F.adaptive_avg_pool2d(torch.from_numpy(np.ascontiguousarray(img)), (th, tw)).numpy()
-    return F.adaptive_avg_pool2d(img, (th, tw))
+        return adaptive_pool(img, th, tw)
+    return torch_module().nn.functional.adaptive_avg_pool2d(img, (th, tw))
+
+
+def pool_matrix(size: int, out: int) -> np.ndarray:
+    """(out, size) averaging weights of adaptive average pooling along one axis: output i is the
+    mean of inputs floor(i * size / out) .. ceil((i + 1) * size / out) - 1, torch's windows."""
+    i = np.arange(out)
+    start, end = (i * size) // out, -((-(i + 1) * size) // out)  # floor, ceil
+    cols = np.arange(size)
+    inside = (cols[None, :] >= start[:, None]) & (cols[None, :] < end[:, None])
+    return inside / (end - start)[:, None]
+
+
+def adaptive_pool(img: np.ndarray, th: int, tw: int) -> np.ndarray:
+    """numpy adaptive_avg_pool2d: (..., H, W) -> (..., th, tw), each output the mean of its window
+    (rows by ``pool_matrix(H, th)``, columns by ``pool_matrix(W, tw)``). Floating inputs keep their
+    dtype; others give float64, as numpy's mean does."""
+    dtype = img.dtype if np.issubdtype(img.dtype, np.floating) else np.float64
+    rows = pool_matrix(img.shape[-2], th).astype(dtype)
+    cols = pool_matrix(img.shape[-1], tw).astype(dtype)
+    return rows @ img.astype(dtype, copy=False) @ cols.T

@@ -9,7 +9,7 @@ import torch
 
 from coders import CODES, CodingError, ConcatCode, LinearCode, SumCode, make_code
 from coders.base import coefficient_rows
-from coders.concat import grid_for
+from coders.concat import adaptive_pool, grid_for
 
 
 def linear_model(in_features: int, classes: int = 10, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -114,6 +114,18 @@ def test_numpy_and_torch_give_the_same_parity_and_decode(name: str, k: int, shap
     decoded = code.decode(outs)[1]
     assert isinstance(decoded, np.ndarray)
     np.testing.assert_allclose(decoded, code.decode({j: torch.from_numpy(v) for j, v in outs.items()})[1].numpy())
+
+
+@pytest.mark.parametrize("h, w, th, tw", [(29, 31, 14, 15), (28, 28, 9, 10), (7, 5, 3, 2), (5, 6, 5, 6),
+                                         (3, 4, 5, 7), (31, 29, 1, 1), (13, 17, 13, 8)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_numpy_adaptive_pool_matches_torch(h: int, w: int, th: int, tw: int, dtype: type) -> None:
+    """The numpy pooling of the serving path gives torch's adaptive_avg_pool2d, overlapping windows too."""
+    img = np.random.default_rng(h * w + th).random((2, 3, h, w)).astype(dtype)
+    got = adaptive_pool(img, th, tw)
+    want = torch.nn.functional.adaptive_avg_pool2d(torch.from_numpy(img), (th, tw)).numpy()
+    assert got.dtype == dtype and got.shape == want.shape == (2, 3, th, tw)
+    np.testing.assert_allclose(got, want, rtol=1e-6 if dtype == np.float32 else 1e-12, atol=1e-7)
 
 
 def test_coefficient_rows_start_with_the_sum_and_any_r_columns_are_invertible() -> None:
