@@ -13,8 +13,8 @@ import aiohttp
 import numpy as np
 
 from frontend import clock
-from frontend.config import V2_SCHEME, parse_address
-from frontend.errors import ConfigError, WorkerFailed, WorkerUnavailable
+from frontend.config import parse_v2_address
+from frontend.errors import WorkerFailed, WorkerUnavailable
 from frontend.worker_base import WorkerBase
 
 log = logging.getLogger(__name__)
@@ -22,17 +22,6 @@ DEFAULT_INPUT_NAME = "input-0"
 # Metadata "parameters" copied into ``info`` when a server reports them (the pool's agreement check).
 INFO_PARAMETERS = ("model_id", "kind", "meta", "num_classes")
 MAX_ERROR_TEXT = 500
-
-
-def parse_v2_address(address: str) -> tuple[str, int, str]:
-    """'v2+http://host:port/model' -> (host, port, model); ConfigError otherwise."""
-    if not address.startswith(V2_SCHEME):
-        raise ConfigError(f"V2 worker address {address!r} does not start with {V2_SCHEME}")
-    hostport, _, model = address[len(V2_SCHEME):].partition("/")
-    if not model or "/" in model:
-        raise ConfigError(f"V2 worker address {address!r} is not v2+http://HOST:PORT/MODEL")
-    host, port = parse_address(hostport)
-    return host, port, model
 
 
 def info_from_metadata(meta: Any) -> dict[str, Any]:
