@@ -100,24 +100,38 @@ class DecodePolicy:
     def due(self, m: MissingSlot, latencies: WorkerLatencies) -> float:
         """When slot ``m``'s output is overdue: after its queue's worth of waits, or sooner if its worker
         has gone silent (answered nothing for ``silence_round_trips`` overdue round trips)."""
+        return min(self._due_by_rule(m, latencies))
+
+    def _due_by_rule(self, m: MissingSlot, latencies: WorkerLatencies) -> tuple[float, float]:
+        """(overdue by its queue, overdue by its worker's silence) for slot ``m``."""
         assert m.sent_at is not None
         queued = m.sent_at + self.overdue_after(latencies, m.worker, m.ahead)
         raw = latencies.percentile(m.worker, self.quantile, raw=True)
         round_trip = self.fallback_s if raw is None else max(self.min_wait_s, self.slack * raw)
         silent_since = max(m.sent_at, m.last_answer if m.last_answer is not None else m.sent_at)
-        return min(queued, silent_since + self.silence_round_trips * round_trip)
+        return queued, silent_since + self.silence_round_trips * round_trip
 
     def decode_at(self, now: float, missing: Iterable[MissingSlot], latencies: WorkerLatencies) -> float:
         """When to decode a group that could decode now; a time <= ``now`` means at once."""
+        return self.decision(now, missing, latencies)[0]
+
+    def decision(self, now: float, missing: Iterable[MissingSlot],
+                 latencies: WorkerLatencies) -> tuple[float, str]:
+        """(when to decode, the rule that sets that time): "down", "overdue", "silent", "deadline",
+        "eager" or "grace". The answers it produces are recorded with the rule (Answer.path)."""
         missing = list(missing)
         latest = min((m.deadline for m in missing), default=now) - DEADLINE_MARGIN_S
         if self.kind == "eager":
-            return now
+            return now, "eager"
         if self.kind == "grace":
-            return min(now + self.grace_s, latest)
-        due = now
+            at = now + self.grace_s
+            return (at, "grace") if at <= latest else (latest, "deadline")
+        due, rule = float("-inf"), "down"  # the latest-due missing output sets the time and names the rule
         for m in missing:
             if m.down or m.sent_at is None or m.worker is None:
                 continue  # nothing to wait for: due now
-            due = max(due, self.due(m, latencies))
-        return min(due, latest)
+            queued, silent = self._due_by_rule(m, latencies)
+            if min(queued, silent) > due:
+                due, rule = min(queued, silent), ("overdue" if queued <= silent else "silent")
+        due = max(due, now)
+        return (due, rule) if due <= latest else (latest, "deadline")

@@ -57,6 +57,8 @@ class GroupRun:
         self.requests: dict[int, tuple[float, Worker | None, int]] = {}
         self._decode_timer: asyncio.TimerHandle | None = None
         self._waited = False                  # a decode was deferred by the policy
+        self._decode_rule = "eager"           # the policy's rule behind the pending or last decode
+        self.won_by: dict[int, str] = {}      # slot -> "copy" / "hedge": a second request answered first
         self.latency = latency if latency is not None else LatencyTracker()  # an empty tracker is falsy
         self.hedge = hedge                    # hedged mode: re-send a slow query to another replica
         self.fallback_hedge = fallback_hedge  # coded mode: re-send an overdue query the code cannot rebuild
@@ -166,7 +168,9 @@ class GroupRun:
                 copies.append(asyncio.ensure_future(self.fetch(slot, record=False)))  # avoids self.used
                 done, _ = await asyncio.wait(copies, return_when=asyncio.FIRST_COMPLETED)
             winner = done.pop()
-            self.stats.hedge_wins += int(winner is not copies[0])
+            if winner is not copies[0]:
+                self.stats.hedge_wins += 1
+                self.won_by[slot] = "hedge"
             out = winner.result()
             if out is not None:
                 self.latency.record(clock.now() - t0)
@@ -225,7 +229,7 @@ class GroupRun:
         loop = asyncio.get_running_loop()
         now = loop.time()
         missing = self._missing()
-        at = self.policy.decode_at(now, missing, self.latencies)
+        at, self._decode_rule = self.policy.decision(now, missing, self.latencies)
         if at <= now + 1e-4:  # the loop may fire a timer a hair early
             if any(m.down for m in missing):
                 self.stats.decodes_worker_down += 1
@@ -272,7 +276,8 @@ class GroupRun:
 
     def _deliver(self, deliveries: list[Delivery]) -> None:
         for d in deliveries:
-            if self.queries[d.slot].answer(Answer(np.asarray(d.output, np.float32), degraded=d.degraded)):
+            path = f"decoded-{self._decode_rule}" if d.degraded else self.won_by.get(d.slot, "own")
+            if self.queries[d.slot].answer(Answer(np.asarray(d.output, np.float32), degraded=d.degraded, path=path)):
                 self.stats.answered += 1
                 self.stats.degraded += int(d.degraded)
 

@@ -61,7 +61,9 @@ async def fetch_with_fallback(run: GroupRun, slot: int) -> np.ndarray | None:
             for task in done:
                 out = task.result()
                 if out is not None:
-                    run.stats.fallback_hedge_wins += int(task is not first)
+                    if task is not first:
+                        run.stats.fallback_hedge_wins += 1
+                        run.won_by[slot] = "copy"
                     return out
         return None
     finally:

@@ -199,7 +199,7 @@ class Service:
 
     def _expire(self, q: Query) -> None:
         if self.cfg.default_output is not None and self.default_output_problem() is None:
-            if q.answer(Answer(np.asarray(self.cfg.default_output, np.float32), default=True)):
+            if q.answer(Answer(np.asarray(self.cfg.default_output, np.float32), default=True, path="default")):
                 self.stats.defaulted += 1
         elif q.fail(DeadlineExceeded("no answer within the deadline")):
             self.stats.deadline_exceeded += 1
