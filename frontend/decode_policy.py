@@ -2,11 +2,13 @@
 the real output is often a moment behind. The policy picks the time to decode per group.
 
 - ``adaptive`` (default): decode once every missing output is *overdue* for the worker serving it:
-  sent longer ago than ``slack`` x its ``quantile``-th latency percentile per queue place, times
-  the places it took (a healthy output is late mostly because it waited in its worker's queue,
-  which the frontend knows), or sooner if the worker has gone silent (a stalled worker's queue is
-  not being served, however long it is). At once when that worker is known down; never later than
-  DEADLINE_MARGIN_S before the query's deadline.
+  later than ``slack`` x the time from its sending to when that worker should have finished it.
+  The frontend predicts that finish per worker, in order (a request starts when the one before it
+  on that worker should have finished, or at its sending if the worker was idle), from the
+  ``quantile``-th percentile of its service time, learnt from requests sent to it while idle; so
+  a healthy answer that waited in a queue is not mistaken for a slow one. Sooner if the worker has
+  gone silent (a stalled worker's queue is not being served, however long it is). At once when
+  that worker is known down; never later than DEADLINE_MARGIN_S before the query's deadline.
 - ``eager``: decode the moment it is possible (ParM's rule).
 - ``grace``: wait a fixed time for the real output, also capped by the deadline.
 
@@ -17,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 
-from frontend.hedging import LatencyTracker
+from frontend.survival import SurvivalTracker
 
 POLICIES = ("adaptive", "eager", "grace")
 MIN_SAMPLES = 20         # a worker's own estimate is used once it has this many samples
@@ -34,43 +36,70 @@ class MissingSlot:
     deadline: float
     ahead: int = 0           # requests the worker held when this one was sent (its queue)
     last_answer: float | None = None  # when that worker last answered anything (same clock as sent_at)
+    finish_at: float | None = None    # when its worker should have finished it (WorkerLatencies.expect)
 
 
 class WorkerLatencies:
-    """Per worker (the last ``size`` answers) and across workers: round trips divided by the queue
-    places they took (1 + requests ahead at sending), so a queued answer is not mistaken for a slow one.
+    """Per worker (the last ``size`` answers) and across workers, three records of answered requests:
+    ``idle``, round trips of requests sent to an idle worker (its service time); ``place``, round
+    trips divided by the queue places they took (1 + requests ahead at sending), the fallback while
+    too few idle samples exist; ``raw``, whole round trips. And, per worker, when it should have
+    finished what it holds (``free_at``), the chain ``expect`` extends with each request sent.
 
-    Only answers that arrived are recorded. An abandoned request (its group decoded it) is not: the
-    other k - r outputs of every group still arrive, so a cluster that slows down as a whole is
-    learnt from them, while a straggler's slow answers do not teach its own estimate to wait."""
+    An abandoned request (its query decoded, or answered by a copy) is recorded as censored: it took
+    at least that long (frontend.survival). Without it the record loses exactly the slow tail and the
+    policy decodes ever sooner (a healthy cluster with exponential service times answered 9% degraded).
+    A worker that straggles does raise its own estimate, but it is judged by the lower of its own and
+    the cluster's, so it is still decoded around."""
+
+    KINDS = ("idle", "place", "raw")
 
     def __init__(self, size: int = 512) -> None:
         self.size = size
-        self.by_worker: dict[Hashable, LatencyTracker] = {}   # per queue place
-        self.all = LatencyTracker(2048)
-        self.raw_by_worker: dict[Hashable, LatencyTracker] = {}  # whole round trips
-        self.raw_all = LatencyTracker(2048)
+        self.by_worker: dict[str, dict[Hashable, SurvivalTracker]] = {kind: {} for kind in self.KINDS}
+        self.overall = {kind: SurvivalTracker(2048) for kind in self.KINDS}
+        self.free_at: dict[Hashable, float] = {}
 
-    def record(self, worker: Hashable, seconds: float, ahead: int = 0) -> None:
-        for trackers, overall, value in ((self.by_worker, self.all, seconds / (1 + max(ahead, 0))),
-                                         (self.raw_by_worker, self.raw_all, seconds)):
-            tracker = trackers.get(worker)
+    @property
+    def all(self) -> SurvivalTracker:
+        """The cluster's per-queue-place record."""
+        return self.overall["place"]
+
+    def record(self, worker: Hashable, seconds: float, ahead: int = 0, censored: bool = False) -> None:
+        """A round trip of ``seconds`` (at least that long, if ``censored``) from a request sent with
+        ``ahead`` requests before it on ``worker``."""
+        values = {"place": seconds / (1 + max(ahead, 0)), "raw": seconds}
+        if ahead <= 0:
+            values["idle"] = seconds
+        for kind, value in values.items():
+            tracker = self.by_worker[kind].get(worker)
             if tracker is None:
-                tracker = trackers[worker] = LatencyTracker(self.size)
-            tracker.record(value)
-            overall.record(value)
+                tracker = self.by_worker[kind][worker] = SurvivalTracker(self.size)
+            tracker.record(value, censored)
+            self.overall[kind].record(value, censored)
 
-    def percentile(self, worker: Hashable | None, q: float, raw: bool = False) -> float | None:
-        """The q-th percentile for ``worker``, per queue place (or of whole round trips: ``raw``): the lower
-        of its own (once it has MIN_SAMPLES) and the cluster's, so a worker that is slow for good is still
-        decoded around; None: no data."""
-        trackers, overall = (self.raw_by_worker, self.raw_all) if raw else (self.by_worker, self.all)
+    def percentile(self, worker: Hashable | None, q: float, kind: str = "place") -> float | None:
+        """The q-th percentile of ``kind`` for ``worker``: the lower of its own (once it has MIN_SAMPLES)
+        and the cluster's, so a worker that is slow for good is still decoded around; None: no data."""
+        overall = self.overall[kind]
         cluster = overall.percentile(q) if len(overall) >= MIN_SAMPLES else None
-        tracker = trackers.get(worker) if worker is not None else None
+        tracker = self.by_worker[kind].get(worker) if worker is not None else None
         if tracker is not None and len(tracker) >= MIN_SAMPLES:
             own = tracker.percentile(q)
             return own if cluster is None else min(own, cluster)
         return cluster
+
+    def service(self, worker: Hashable | None, q: float) -> float | None:
+        """The q-th percentile of ``worker``'s service time: from idle sends, else per queue place."""
+        idle = self.percentile(worker, q, "idle")
+        return idle if idle is not None else self.percentile(worker, q, "place")
+
+    def expect(self, worker: Hashable, sent_at: float, ahead: int, service_s: float) -> float:
+        """When ``worker`` should finish a request sent at ``sent_at`` with ``ahead`` requests before it:
+        after the one before it should have finished (or at once if idle), plus ``service_s``."""
+        start = sent_at if ahead <= 0 else max(sent_at, self.free_at.get(worker, sent_at))
+        finish = self.free_at[worker] = start + service_s
+        return finish
 
 
 @dataclass(frozen=True)
@@ -91,11 +120,21 @@ class DecodePolicy:
         if self.kind not in POLICIES:
             raise ValueError(f"decode policy must be one of {POLICIES}, got {self.kind!r}")
 
+    def overdue_s(self, latencies: WorkerLatencies, worker: Hashable | None) -> float:
+        """How long one of ``worker``'s services may take before it is late: ``slack`` x its
+        ``quantile``-th percentile (at least ``min_wait_s``), or ``fallback_s`` before any data."""
+        p = latencies.service(worker, self.quantile)
+        return self.fallback_s if p is None else max(self.min_wait_s, self.slack * p)
+
+    def predict_finish(self, latencies: WorkerLatencies, worker: Hashable, sent_at: float, ahead: int) -> float:
+        """When ``worker`` should finish a request sent now (``sent_at``, ``ahead`` before it), at the
+        ``quantile``-th percentile of its service; extends that worker's chain of predictions."""
+        return latencies.expect(worker, sent_at, ahead, self.overdue_s(latencies, worker) / self.slack)
+
     def overdue_after(self, latencies: WorkerLatencies, worker: Hashable | None, ahead: int = 0) -> float:
-        """Seconds after sending at which ``worker``'s output counts as late, ``ahead`` requests queued before it."""
-        p = latencies.percentile(worker, self.quantile)
-        per_place = self.fallback_s if p is None else max(self.min_wait_s, self.slack * p)
-        return per_place * (1 + max(ahead, 0))
+        """Seconds after sending at which ``worker``'s output counts as late when its finish was not
+        predicted: one overdue service time per queue place it took (1 + ``ahead``)."""
+        return self.overdue_s(latencies, worker) * (1 + max(ahead, 0))
 
     def due(self, m: MissingSlot, latencies: WorkerLatencies) -> float:
         """When slot ``m``'s output is overdue: after its queue's worth of waits, or sooner if its worker
@@ -105,8 +144,11 @@ class DecodePolicy:
     def _due_by_rule(self, m: MissingSlot, latencies: WorkerLatencies) -> tuple[float, float]:
         """(overdue by its queue, overdue by its worker's silence) for slot ``m``."""
         assert m.sent_at is not None
-        queued = m.sent_at + self.overdue_after(latencies, m.worker, m.ahead)
-        raw = latencies.percentile(m.worker, self.quantile, raw=True)
+        if m.finish_at is not None:
+            queued = m.sent_at + self.slack * max(m.finish_at - m.sent_at, 0.0)
+        else:
+            queued = m.sent_at + self.overdue_after(latencies, m.worker, m.ahead)
+        raw = latencies.percentile(m.worker, self.quantile, "raw")
         round_trip = self.fallback_s if raw is None else max(self.min_wait_s, self.slack * raw)
         silent_since = max(m.sent_at, m.last_answer if m.last_answer is not None else m.sent_at)
         return queued, silent_since + self.silence_round_trips * round_trip

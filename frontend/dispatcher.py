@@ -53,8 +53,9 @@ class GroupRun:
         self.finished = False
         self.policy = policy if policy is not None else DecodePolicy("eager")
         self.latencies = latencies if latencies is not None else WorkerLatencies()  # per worker, shared
-        # slot -> (sent at, worker or None, requests the worker held then): when is its output overdue
-        self.requests: dict[int, tuple[float, Worker | None, int]] = {}
+        # slot -> (sent at, worker or None, requests the worker held then, when it should finish): when
+        # is its output overdue (the decode policy's rule)
+        self.requests: dict[int, tuple[float, Worker | None, int, float | None]] = {}
         self._decode_timer: asyncio.TimerHandle | None = None
         self._waited = False                  # a decode was deferred by the policy
         self._decode_rule = "eager"           # the policy's rule behind the pending or last decode
@@ -133,9 +134,13 @@ class GroupRun:
                 self.used.add(worker)
                 ahead = worker.in_flight
                 t0 = loop.time()
-                self.requests[slot] = (t0, worker, ahead)
+                finish = self.policy.predict_finish(self.latencies, worker, t0, ahead)
+                self.requests[slot] = (t0, worker, ahead, finish)
                 try:
                     out = await worker.infer(inputs)  # (1, C)
+                except asyncio.CancelledError:  # abandoned: it took at least this long
+                    self.latencies.record(worker, loop.time() - t0, ahead, censored=True)
+                    raise
                 except WorkerError as exc:
                     log.debug("slot %d: %s", slot, exc)
                     self.stats.worker_errors += 1
@@ -146,7 +151,7 @@ class GroupRun:
                     if record:
                         self.latency.record(elapsed)
                     return out[0]
-            self.requests[slot] = (loop.time(), None, 0)  # nothing out for it: a decode need not wait
+            self.requests[slot] = (loop.time(), None, 0, None)  # nothing out for it: a decode need not wait
             self._consider_decode()
             attempt += 1
             self.stats.retries += 1
@@ -253,15 +258,14 @@ class GroupRun:
 
     def _missing(self) -> list[MissingSlot]:
         assert self.group is not None
-        now = clock.now()
-        out = []
-        for slot in range(self.group.n):
-            if slot not in self.group.answered:
-                sent_at, worker, ahead = self.requests.get(slot, (None, None, 0))
-                down = worker is None or not worker.healthy
-                last = None if worker is None else worker.last_answer
-                out.append(MissingSlot(sent_at, worker, down, self.queries[slot].deadline, ahead, last))
-        return out
+        return [self.missing_slot(slot) for slot in range(self.group.n) if slot not in self.group.answered]
+
+    def missing_slot(self, slot: int) -> MissingSlot:
+        """What the decode policy knows of slot's current request."""
+        sent_at, worker, ahead, finish = self.requests.get(slot, (None, None, 0, None))
+        down = worker is None or not worker.healthy
+        last = None if worker is None else worker.last_answer
+        return MissingSlot(sent_at, worker, down, self.queries[slot].deadline, ahead, last, finish)
 
     def _decode(self) -> None:
         assert self.group is not None

@@ -74,18 +74,21 @@ async def fetch_with_fallback(run: GroupRun, slot: int) -> np.ndarray | None:
 
 def _overdue_in(run: GroupRun, slot: int) -> float:
     """Seconds until slot's current request is overdue for its worker (the decode policy's rule)."""
-    sent_at, worker, ahead = run.requests.get(slot, (None, None, 0))
-    after = run.policy.overdue_after(run.latencies, worker, ahead)
-    if sent_at is None:
-        return after
-    return max(0.0, sent_at + after - clock.now())
+    m = run.missing_slot(slot)
+    if m.sent_at is None or m.worker is None:
+        return run.policy.overdue_after(run.latencies, None)
+    return max(0.0, run.policy.due(m, run.latencies) - clock.now())
 
 
 async def _copy(run: GroupRun, slot: int, worker: Worker) -> np.ndarray | None:
     """One request of slot's query to ``worker``; None if it fails (the first request still runs)."""
     t0, ahead = clock.now(), worker.in_flight
+    run.policy.predict_finish(run.latencies, worker, t0, ahead)  # the copy holds the spare's time too
     try:
         out = await worker.infer(run.queries[slot].inputs[None])  # (1, C)
+    except asyncio.CancelledError:  # the first request won: the copy took at least this long
+        run.latencies.record(worker, clock.now() - t0, ahead, censored=True)
+        raise
     except WorkerError as exc:
         log.debug("slot %d fallback copy: %s", slot, exc)
         run.stats.worker_errors += 1

@@ -80,6 +80,8 @@ def run_simulate(args: argparse.Namespace) -> int:
     print(f"simulated {rows[0]['arrivals']} queries, load {settings['load']:.2f} of the {cfg.workers} data "
           f"workers' capacity, service {cfg.service}, seed {cfg.seed}; latencies in ms, gap = p99.9 - p50")
     print(table(rows))
+    for r in rows:  # which request or rule answered the tail (frontend.query.PATHS)
+        print(f"{r['mode']}: answers at or above p99.9 by path: {r['tail_paths']}; all: {r['paths']}")
     print("plan as run:", json.dumps(cfg.plan.describe()))
     if args.json:
         out = {"settings": settings, "modes": {r["mode"]: {k: v for k, v in r.items() if k != "settings"} for r in rows}}

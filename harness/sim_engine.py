@@ -14,6 +14,7 @@ import numpy as np
 from frontend.config import FrontendConfig
 from frontend.errors import DeadlineExceeded, NotReady, Overloaded, ShuttingDown
 from frontend.pool import WorkerPool
+from frontend.query import PATHS
 from frontend.service import Service
 from harness.plan import expand, worker_spec
 from harness.sim_config import SimConfig
@@ -74,6 +75,7 @@ class Sim:
         self.q_state = np.zeros(n, np.uint8)
         self.q_done = np.zeros(n)
         self.q_degraded = np.zeros(n, bool)
+        self.q_path = np.full(n, -1, np.int8)  # index into frontend.query.PATHS; -1: not answered
         self.q_wrong = np.zeros(n, bool)  # answered with another query's output: must never happen
         self.service: Service | None = None
         self.t0 = 0.0
@@ -139,6 +141,7 @@ class Sim:
         else:
             self.q_state[qid] = ANSWERED
             self.q_degraded[qid] = answers[0].degraded
+            self.q_path[qid] = PATHS.index(answers[0].path)
             # decoded answers are exact for the identity model up to float32 rounding of the code's sums
             self.q_wrong[qid] = abs(float(answers[0].output[0]) - qid) >= 0.5
         self.q_done[qid] = asyncio.get_running_loop().time() - self.t0
@@ -155,7 +158,7 @@ class Sim:
                                  if k not in ("encode_seconds", "decode_seconds")}
         stats.update(requests=self.record.requests, cancelled=self.record.cancelled)
         return {"arrivals": self.arrivals, "state": self.q_state, "answers": (self.q_state == ANSWERED).astype(np.uint8),
-                "done": self.q_done, "degraded": self.q_degraded, "wrong": self.q_wrong,
+                "done": self.q_done, "degraded": self.q_degraded, "path": self.q_path, "wrong": self.q_wrong,
                 "worker": self.record.first_worker, "end_s": end - self.t0, "stats": stats,
                 "busy_data_s": sum(self.workers[i].busy_seconds(end) for i in self.data_ids),
                 "busy_extra_s": sum(self.workers[i].busy_seconds(end) for i in self.extra_ids),

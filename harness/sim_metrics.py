@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from frontend.query import PATHS
 from harness.sim_engine import ANSWERED, FAILED, REFUSED
 
 PERCENTILES = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p99.5", 99.5), ("p99.9", 99.9))
@@ -37,6 +38,9 @@ def summarize(raw: dict[str, Any]) -> dict[str, Any]:
     out["throughput"] = out["count"] / span if span > 0 else 0.0
     out["degraded"] = float(raw["degraded"][answered].mean()) if out["count"] else 0.0
     out["answered_twice"] = int((raw["answers"] > 1).sum())
+    paths = raw["path"][answered]
+    out["paths"] = path_counts(paths)
+    out["tail_paths"] = path_counts(paths[lat_ms >= out["p99.9"]]) if len(lat_ms) else {}  # what the p99.9 is made of
     stats = raw["stats"]
     out.update({"hedges": stats["hedges"], "stats": stats, "wasted_requests": raw["wasted"]})
     n_all = raw["n_data"] + raw["n_extra"]
@@ -46,6 +50,12 @@ def summarize(raw: dict[str, Any]) -> dict[str, Any]:
     out["util_extra"] = raw["busy_extra_s"] / (raw["n_extra"] * span) if span > 0 and raw["n_extra"] else 0.0
     out["workers"] = n_all
     return out
+
+
+def path_counts(paths: np.ndarray) -> dict[str, int]:
+    """How many answers came each way (frontend.query.PATHS), for the paths that occur."""
+    counts = np.bincount(paths.astype(np.int64), minlength=len(PATHS)) if len(paths) else np.zeros(len(PATHS), int)
+    return {name: int(c) for name, c in zip(PATHS, counts) if c}
 
 
 def table(rows: list[dict[str, Any]]) -> str:

@@ -186,9 +186,12 @@ def test_the_default_policy_waits_for_on_time_outputs_where_eager_decodes() -> N
     # eager decode answers those degraded; the adaptive policy (the frontend's default) waits.
     cfg = _cfg(mode="coded", workers=12, rate=1200.0, count=6000, arrivals="poisson", service="exp:mean_ms=5")
     eager, adaptive = simulate({**cfg, "decode_policy": "eager"}), simulate(cfg)
-    # Measured: eager 31%, adaptive 9% (exponential tails outrun 1.25 x a per-place p95; see BENCHMARKS)
+    # Measured: eager 31%, adaptive 3.3% (exponential service: 2.4% of services outrun 1.25 x p95).
+    # Recording abandoned requests as censored samples took adaptive from 9% to 3.3%: without them
+    # the record loses the slow tail and the estimate sinks.
     assert eager["degraded"] > 0.05
-    assert adaptive["degraded"] < eager["degraded"] / 2
+    assert adaptive["degraded"] < eager["degraded"] / 5
+    assert set(adaptive["paths"]) <= {"own", "copy", "decoded-overdue", "decoded-silent"}
     assert adaptive["stats"]["decodes_avoided"] > 0 and adaptive["wrong"] == eager["wrong"] == 0
 
 
