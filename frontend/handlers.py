@@ -4,7 +4,8 @@ POST /predict takes JSON {"inputs": [q1, ...], "deadline_ms": optional} or the s
 msgpack (``application/msgpack``; inputs may then also be a tensor map {dtype, shape, data}).
 Each query is a nested list of the model's input shape, or flat with as many numbers.
 The answer, in the request's format: {"outputs": [[...], ...], "degraded": [bool, ...],
-"default": [bool, ...]}. Non-finite inputs are refused: a NaN inside a coded group would spread
+"default": [bool, ...], "path": [str, ...]} (path: which request or decode rule produced each
+answer, one of frontend.query.PATHS). Non-finite inputs are refused: a NaN inside a coded group would spread
 through the parity query into the decoded answers of other clients' queries. Bodies are decoded by
 frontend.bodies (orjson, msgpack within limits), so no input can make a parser recurse into a 500.
 """
@@ -171,7 +172,9 @@ def _respond(answers: list[Answer], use_msgpack: bool) -> web.Response:
     outputs = np.stack([a.output for a in answers])  # (N, C)
     degraded = [a.degraded for a in answers]
     default = [a.default for a in answers]
+    path = [a.path for a in answers]
     if use_msgpack:
-        body = msgpack.packb({"outputs": encode_tensor(outputs), "degraded": degraded, "default": default})
+        body = msgpack.packb({"outputs": encode_tensor(outputs), "degraded": degraded, "default": default,
+                              "path": path})
         return web.Response(body=body, content_type="application/msgpack")
-    return web.json_response({"outputs": outputs.tolist(), "degraded": degraded, "default": default})
+    return web.json_response({"outputs": outputs.tolist(), "degraded": degraded, "default": default, "path": path})

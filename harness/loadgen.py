@@ -27,6 +27,7 @@ import aiohttp
 import msgpack
 import numpy as np
 
+from frontend.query import PATHS
 from workers.protocol import ProtocolError, decode_tensor, encode_tensor
 
 LOST = 0            # status of a query sent but never answered (connection error, timeout, cut off)
@@ -47,6 +48,7 @@ class Records:
     pred: np.ndarray = field(init=False)     # predicted class, -1 without an answer
     responses: np.ndarray = field(init=False)  # responses read for this request (must be exactly 1)
     retry_after: np.ndarray = field(init=False)  # a 503 that carried Retry-After
+    path: np.ndarray = field(init=False)     # index into frontend.query.PATHS of the answer's path, -1: none
     bad: Counter[str] = field(default_factory=Counter)  # "kind:status" of the malformed requests
     errors: Counter[str] = field(default_factory=Counter)  # "status:code" of the queries' error answers
 
@@ -59,6 +61,10 @@ class Records:
         self.pred = np.full(n, -1, np.int64)
         self.responses = np.zeros(n, np.int32)
         self.retry_after = np.zeros(n, bool)
+        self.path = np.full(n, -1, np.int8)
+
+
+PATH_INDEX = {name: i for i, name in enumerate(PATHS)}
 
 
 def arrivals(rate: float, duration_s: float, seed: int) -> np.ndarray:
@@ -147,6 +153,8 @@ def _parse_answer(raw: bytes, i: int, rec: Records) -> None:
         return
     rec.pred[i] = int(np.argmax(outputs[0]))
     rec.degraded[i] = bool(answer["degraded"][0])
+    path = answer.get("path", [None])[0]
+    rec.path[i] = PATH_INDEX.get(path, -1)
 
 
 async def run(url: str, x: np.ndarray, y: np.ndarray, sched: np.ndarray, start_epoch: float,
@@ -175,7 +183,7 @@ def save(rec: Records, path: str, wall_s: float) -> None:
             "error_codes": dict(sorted(rec.errors.items()))}
     np.savez(path, sched_s=rec.sched_s, label=rec.label, status=rec.status, latency_ms=rec.latency_ms,
              lag_ms=rec.lag_ms, degraded=rec.degraded, pred=rec.pred, responses=rec.responses,
-             retry_after=rec.retry_after, meta=json.dumps(meta))
+             retry_after=rec.retry_after, path=rec.path, meta=json.dumps(meta))
 
 
 def malformed_summary(bad: Counter[str]) -> dict[str, object]:

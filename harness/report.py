@@ -11,10 +11,11 @@ from typing import Any
 
 import numpy as np
 
-from harness.tails import bootstrap_ci, queries_behind
+from harness.tails import bootstrap_ci, path_counts, queries_behind
 
 PERCENTILES = (50, 90, 95, 99, 99.5, 99.9)
-RECORD_FIELDS = ("sched_s", "label", "status", "latency_ms", "lag_ms", "degraded", "pred", "responses", "retry_after")
+RECORD_FIELDS = ("sched_s", "label", "status", "latency_ms", "lag_ms", "degraded", "pred", "responses", "retry_after",
+                 "path")
 CI_PERCENTILES = (50, 99, 99.9)  # bootstrap intervals for these
 TABLE_COLUMNS = ("mode", "count", "p50", "p90", "p99", "p99.5", "p99.9", "p99.9 95% CI", "max", "mean", "qps",
                  "degraded", "exposed", "lost", "failed", "accuracy", "acc_deg", "hedges", "fe_cpu")
@@ -52,6 +53,9 @@ def summarize(records: dict[str, np.ndarray], fe_stats: dict[str, Any] | None = 
     if "retry_after" in records:
         out["overload_503"] = int((status == 503).sum())
         out["overload_503_with_retry_after"] = int(((status == 503) & records["retry_after"]).sum())
+    if "path" in records:  # which request or rule answered, overall and among the answers at or past p99.9
+        out["paths"] = path_counts(records["path"][ok])
+        out["tail_paths"] = path_counts(records["path"][ok][ok_lat >= out["p99.9"]]) if answered else {}
     fe = fe_stats or {}
     out["hedges"] = int(fe.get("hedges", 0))
     out["frontend_stats"] = fe

@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from frontend.query import PATHS
 from harness.sim_engine import ANSWERED, FAILED, REFUSED
+from harness.tails import path_counts
 
 PERCENTILES = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p99.5", 99.5), ("p99.9", 99.9))
 TABLE = (("mode", "{:<7}"), ("workers", "{:>7}"), ("count", "{:>8}"), ("p50", "{:>7.2f}"), ("p90", "{:>7.2f}"),
@@ -50,12 +50,6 @@ def summarize(raw: dict[str, Any]) -> dict[str, Any]:
     out["util_extra"] = raw["busy_extra_s"] / (raw["n_extra"] * span) if span > 0 and raw["n_extra"] else 0.0
     out["workers"] = n_all
     return out
-
-
-def path_counts(paths: np.ndarray) -> dict[str, int]:
-    """How many answers came each way (frontend.query.PATHS), for the paths that occur."""
-    counts = np.bincount(paths.astype(np.int64), minlength=len(PATHS)) if len(paths) else np.zeros(len(PATHS), int)
-    return {name: int(c) for name, c in zip(PATHS, counts) if c}
 
 
 def table(rows: list[dict[str, Any]]) -> str:

@@ -1,5 +1,5 @@
 """What a tail figure rests on: the number of queries behind each percentile, a bootstrap
-confidence interval for it, and the share of queries the fault plan exposed to a slowed or failed
+confidence interval for it, which way the answers came (and the tail's), and the share of queries the fault plan exposed to a slowed or failed
 data worker (to read the degraded fraction against). Pure numpy; harness/report.py and bench.py use it.
 """
 from __future__ import annotations
@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from frontend.query import PATHS
 from harness.plan import Event
 
 BOOTSTRAP_ROUNDS = 200
@@ -62,3 +63,15 @@ def exposed_fraction(sched_s: np.ndarray, intervals: dict[int, list[tuple[float,
         for a, b in spans:
             faulted += (sched_s >= a) & (sched_s < b)
     return float(faulted.mean() / len(intervals))
+
+
+def path_counts(paths: np.ndarray) -> dict[str, int]:
+    """paths (n,) indices into frontend.query.PATHS (-1: unknown) -> how many answers came each way,
+    for the paths that occur."""
+    paths = np.asarray(paths, np.int64)
+    known = paths[paths >= 0]
+    counts = np.bincount(known, minlength=len(PATHS)) if len(known) else np.zeros(len(PATHS), np.int64)
+    out = {name: int(c) for name, c in zip(PATHS, counts) if c}
+    if len(known) < len(paths):
+        out["unknown"] = int(len(paths) - len(known))
+    return out

@@ -187,5 +187,12 @@ def render(rep: dict[str, Any]) -> str:
     body: list[str] = []
     for run_ in rep["runs"]:
         body += ["", f"rate {run_['rate_qps']:g} qps", report.table(run_["modes"]), "",
-                 *report.comparison_lines(run_["comparison"]), *resource_lines(run_["modes"])]
+                 *report.comparison_lines(run_["comparison"]), *resource_lines(run_["modes"]),
+                 *path_lines(run_["modes"])]
     return "\n".join([*head, *body])
+
+
+def path_lines(modes: dict[str, dict[str, Any]]) -> list[str]:
+    """Per mode, which way its answers came, and which way those at or past its p99.9 came."""
+    return [f"{mode}: answers by path {s['paths']}; at or past p99.9 {s['tail_paths']}"
+            for mode, s in modes.items() if "paths" in s]

@@ -34,6 +34,7 @@ async def test_all_healthy_answers_every_query_exactly(addr) -> None:
         assert resp.status == 200, await resp.text()
         body = await resp.json()
         assert body["degraded"] == [False] * 6 and body["default"] == [False] * 6
+        assert body["path"] == ["own"] * 6
         np.testing.assert_allclose(np.array(body["outputs"]), LINEAR.predict(x), rtol=1e-5, atol=1e-5)
 
 
@@ -46,6 +47,8 @@ async def test_straggler_is_decoded_from_parity_and_flagged_degraded(addr) -> No
         assert resp.status == 200, body
         degraded = np.array(body["degraded"])
         assert degraded.sum() == 4  # one query of each of the 4 groups sat on the stalled worker
+        paths = np.array(body["path"])
+        assert set(paths[degraded]) <= {"decoded-overdue", "decoded-silent"} and set(paths[~degraded]) == {"own"}
         # decode is exact for a linear model with the sum code: F_P(x1+x2) - F(x_other) == F(x_i)
         np.testing.assert_allclose(np.array(body["outputs"]), LINEAR.predict(x), rtol=1e-4, atol=1e-4)
         stats = service_of(c).stats

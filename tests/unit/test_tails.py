@@ -40,3 +40,11 @@ def test_summary_states_the_queries_behind_each_percentile_and_an_interval() -> 
     assert s["tail_queries"]["p99.9"] == 5
     lo, hi = s["ci95"]["p99.9"]
     assert lo <= s["p99.9"] <= hi
+
+
+def test_path_counts_names_the_paths_that_occur_and_counts_unknown() -> None:
+    from frontend.query import PATHS
+    from harness.tails import path_counts
+    own, decoded = PATHS.index("own"), PATHS.index("decoded-overdue")
+    assert path_counts(np.array([own, own, decoded, -1])) == {"own": 2, "decoded-overdue": 1, "unknown": 1}
+    assert path_counts(np.array([], np.int8)) == {}
