@@ -11,12 +11,16 @@ from aiohttp import web
 
 from frontend import handlers, v2
 from frontend.config import FrontendConfig
+from frontend.peers import Peers
 from frontend.service import Service
 
 
-def create_app(cfg: FrontendConfig, drain_timeout_s: float = 5.0) -> web.Application:
+def create_app(cfg: FrontendConfig, drain_timeout_s: float = 5.0, peers: Peers | None = None) -> web.Application:
+    """``peers``: this is one of several processes on the port, answering probes for all (frontend.peers)."""
     app = web.Application(client_max_size=cfg.max_body_bytes, middlewares=[handlers.errors_middleware, handlers.auth_middleware])
     app[handlers.SERVICE] = Service(cfg)
+    if peers is not None:
+        app[handlers.PEERS] = peers
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         service = app[handlers.SERVICE]

@@ -17,6 +17,7 @@ from typing import Any
 
 import msgpack
 import numpy as np
+import orjson
 from aiohttp import web
 
 from frontend.bodies import brief, describe, loads_json, loads_msgpack, parse_off_loop, tensor_map
@@ -29,11 +30,13 @@ from frontend.errors import (
     UnsupportedMediaType,
     error_body,
 )
+from frontend.peers import Peers, merge_metrics, merge_ready, merge_stats
 from frontend.query import Answer
 from frontend.service import Service
 from workers.protocol import encode_tensor
 
 SERVICE: web.AppKey[Service] = web.AppKey("service", Service)
+PEERS: web.AppKey[Peers] = web.AppKey("peers", Peers)  # set when this is one of several processes on the port
 JSON_TYPES = ("application/json",)
 MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack", "application/vnd.msgpack")
 
@@ -56,18 +59,42 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def ready(request: web.Request) -> web.Response:
-    state = request.app[SERVICE].readiness()
+    state = await readiness(request)
     return web.json_response(state, status=200 if state["ready"] else 503)
+
+
+async def readiness(request: web.Request) -> dict[str, Any]:
+    """This process's readiness, or, one of several processes on the port, all of theirs (frontend.peers)."""
+    own = request.app[SERVICE].readiness()
+    peers = _peers(request)
+    if peers is None:
+        return own
+    return merge_ready(own, peers.index, await peers.gather("/ready"), orjson.loads)
 
 
 async def stats(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
-    return web.json_response({**service.stats.as_dict(), "pending": service.pending, "groups_open": len(service.runs)})
+    own = {**service.stats.as_dict(), "pending": service.pending, "groups_open": len(service.runs)}
+    peers = _peers(request)
+    if peers is not None:
+        replies = [(r.index, orjson.loads(r.body) if r.status == 200 else None) for r in await peers.gather("/stats")]
+        own = merge_stats(own, peers.index, replies)
+    return web.json_response(own)
 
 
 async def metrics(request: web.Request) -> web.Response:
     body = request.app[SERVICE].metrics.render()
+    peers = _peers(request)
+    if peers is not None:
+        replies = await peers.gather("/metrics")
+        body = merge_metrics({peers.index: body, **{r.index: r.body for r in replies if r.status == 200}})
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+
+def _peers(request: web.Request) -> Peers | None:
+    """The sibling processes to answer for, unless there are none or a sibling is asking (?scope=process)."""
+    peers = request.app.get(PEERS)
+    return None if peers is None or request.query.get("scope") == "process" else peers
 
 
 OPEN_PATHS = frozenset({"/health", "/ready", "/metrics", "/v2/health/live", "/v2/health/ready"})  # probes

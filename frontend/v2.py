@@ -19,7 +19,7 @@ from aiohttp import web
 
 from frontend.bodies import brief, describe, loads_json, parse_off_loop, shape_size
 from frontend.errors import BadRequest, ModelNotFound, NotReady, PayloadTooLarge
-from frontend.handlers import SERVICE, parse_deadline, validate_queries
+from frontend.handlers import SERVICE, parse_deadline, readiness, validate_queries
 from frontend.query import Answer
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -49,7 +49,7 @@ async def live(request: web.Request) -> web.Response:
 
 
 async def ready(request: web.Request) -> web.Response:
-    is_ready = request.app[SERVICE].ready()
+    is_ready = bool((await readiness(request))["ready"])
     return web.json_response({"ready": is_ready}, status=200 if is_ready else 503)
 
 

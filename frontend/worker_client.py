@@ -92,6 +92,9 @@ class WorkerClient(WorkerBase):
         except OSError as exc:
             self._pending.pop(rid, None)
             raise WorkerUnavailable(f"{self.name}: send failed: {exc}") from exc
+        except asyncio.CancelledError:  # while blocked on backpressure: no one will await fut, so a
+            fut.cancel()                # dropped connection must not set an exception on it (logged
+            raise                       # "never retrieved"); the entry stays, as the request was sent
         reply = await fut
         self._record_reply(t0)
         if reply.get("type") == "error":

@@ -68,7 +68,9 @@ def expand_config(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(expand_config(parser, list(sys.argv[1:] if argv is None else argv)))
+    expanded = expand_config(parser, list(sys.argv[1:] if argv is None else argv))
+    args = parser.parse_args(expanded)
+    args.argv = expanded  # what parm serve --processes N starts each serving process with
     configure_logging(args.log_level, args.log_format)
     return int(args.func(args) or 0)
 

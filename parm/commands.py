@@ -8,6 +8,7 @@ import errno
 import os
 import signal
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -17,8 +18,10 @@ from frontend.config import MODES, FrontendConfig, parse_addresses
 from frontend.decode_policy import POLICIES
 from frontend.errors import ConfigError
 from frontend.handlers import SERVICE
+from frontend.peers import Peers
 from workers.auth import AuthError, read_secret
 
+PARENT_POLL_S = 0.5  # one of several serving processes checks this often that its supervisor lives
 CODE_HELP = "erasure code: concat (images) or sum (learned parity models), berrut (training-free: parity workers " \
             "run the base model)"
 
@@ -127,53 +130,83 @@ def register(subparsers: Any) -> None:
     add_frontend_arguments(serve)
     serve.add_argument("--data", required=True, help="data workers HOST:PORT,...")
     serve.add_argument("--parity", default="", help="parity workers HOST:PORT,... (coded mode)")
+    serve.add_argument("--processes", type=int, default=1,
+                       help="frontend processes sharing the port (SO_REUSEPORT); each groups its own queries")
+    serve.add_argument("--process-index", type=int, default=None, help=argparse.SUPPRESS)  # set by parm.multiproc
+    serve.add_argument("--peers-dir", default=None, help=argparse.SUPPRESS)
     serve.set_defaults(func=run_serve)
 
 
 def run_serve(args: argparse.Namespace) -> int:
     try:
+        if args.processes < 1:
+            raise ConfigError(f"--processes must be at least 1, got {args.processes}")
         cfg = config_from_args(args, parse_addresses(args.data), parse_addresses(args.parity))
-        asyncio.run(serve_until_signal(create_app(cfg, args.drain_timeout_s), cfg, args.drain_timeout_s,
-                                       lambda port: f"parm serve: frontend on http://{cfg.host}:{port} "
-                                                    f"({cfg.mode}, k={cfg.k})"))
+        banner = f"parm serve: frontend on http://{cfg.host}:{{port}} ({cfg.mode}, k={cfg.k}"
+        if args.processes > 1 and args.process_index is None:
+            from parm.multiproc import supervise
+            return supervise(args, banner + f", {args.processes} processes)")
+        peers = None
+        if args.process_index is not None:  # one of several serving processes on the port
+            peers = Peers(Path(args.peers_dir), args.process_index, args.processes)
+            banner = f"parm serve: process {args.process_index} of {args.processes} listening on port {{port}}"
+        else:
+            banner += ")"
+        app = create_app(cfg, args.drain_timeout_s, peers)
+        asyncio.run(serve_until_signal(app, cfg, args.drain_timeout_s, lambda port: banner.format(port=port), peers))
     except ConfigError as exc:
         raise SystemExit(f"parm serve: {exc}") from None
     return 0
 
 
 async def serve_until_signal(app: web.Application, cfg: FrontendConfig, drain_timeout_s: float,
-                             banner: Callable[[int], str]) -> None:
+                             banner: Callable[[int], str], peers: Peers | None = None) -> None:
     """Serve until SIGINT/SIGTERM; then keep listening while answering 503 to new requests, drain
     the queries in flight (up to ``drain_timeout_s``), and only then close (uvicorn's order).
-    ``banner(port)`` is printed once listening: with ``--port 0`` only then is the port known."""
+    ``banner(port)`` is printed once listening: with ``--port 0`` only then is the port known.
+    One of several processes (``peers``) shares the port and also listens on its unix socket;
+    it stops too when its parent is gone."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
-        await _listen(runner, cfg.host, cfg.port)
+        await _listen(runner, cfg.host, cfg.port, reuse_port=peers is not None)
+        if peers is not None:
+            await web.UnixSite(runner, str(peers.socket_path(peers.index))).start()
         print(banner(int(runner.addresses[0][1])), flush=True)
-        await _wait_for_signal()
+        await _wait_for_signal(os.getppid() if peers is not None else None)
         print("shutting down: draining queries in flight", flush=True)
         await app[SERVICE].drain(drain_timeout_s)
     finally:
         await runner.cleanup()
 
 
-async def _listen(runner: web.AppRunner, host: str, port: int) -> None:
+async def _listen(runner: web.AppRunner, host: str, port: int, reuse_port: bool = False) -> None:
     try:
-        await web.TCPSite(runner, host, port).start()
+        await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()
     except OSError as exc:
         hint = " (--port 0 picks a free one)" if exc.errno == errno.EADDRINUSE else ""
         reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)  # asyncio's text repeats the address
         raise ConfigError(f"cannot listen on {host}:{port}: {reason}{hint}") from None
 
 
-async def _wait_for_signal() -> None:
+async def _wait_for_signal(parent: int | None = None) -> None:
+    """Until SIGINT/SIGTERM, or until the process ``parent`` is gone (this process is then re-parented)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    watcher = asyncio.create_task(_watch_parent(parent, stop)) if parent is not None else None
     try:
         await stop.wait()
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        if watcher is not None:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+
+
+async def _watch_parent(parent: int, stop: asyncio.Event) -> None:
+    while os.getppid() == parent:
+        await asyncio.sleep(PARENT_POLL_S)
+    stop.set()
