@@ -2,6 +2,8 @@
 builtin:linear workers, load from benchmarks/loadgen.py in its own process, and a direct worker-call baseline.
 
     .venv/bin/python benchmarks/frontend_bench.py [--quick]   -> benchmarks/results/frontend.json
+    .venv/bin/python benchmarks/frontend_bench.py --scale 2   -> benchmarks/results/frontend_scale.json
+                       (coded through 1 and through 2 `parm serve --processes` side by side, closed loop)
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ from workers.cluster import LocalCluster, WorkerSpec, free_port
 PY = sys.executable
 LOADGEN = str(ROOT / "benchmarks" / "loadgen.py")
 RESULTS = ROOT / "benchmarks" / "results" / "frontend.json"
+SCALE_RESULTS = ROOT / "benchmarks" / "results" / "frontend_scale.json"
 TARGETS = {"throughput_ratio": 0.85, "added_p50_ms": 1.0, "added_p99_ms": 3.0}
 # Where profiled time goes, by the file a function lives in (first match wins).
 PROFILE_BUCKETS = (("aiohttp", "aiohttp"), ("torch", "torch"), ("numpy", "numpy"), ("msgpack", "msgpack"),
@@ -76,16 +79,16 @@ def addrs(cluster: LocalCluster, role: str) -> str:
     return ",".join(f"{h}:{p}" for h, p in cluster.addresses(role))
 
 
-def serve_command(cluster: LocalCluster, mode: str, port: int, log_level: str) -> list[str]:
+def serve_command(cluster: LocalCluster, mode: str, port: int, log_level: str, processes: int = 1) -> list[str]:
     cmd = [PY, "-m", "parm.cli", "--log-level", log_level, "serve", "--port", str(port),
-           "--data", addrs(cluster, "data"), "--mode", mode, "--k", "2", "--code", "sum"]
+           "--data", addrs(cluster, "data"), "--mode", mode, "--k", "2", "--code", "sum", "--processes", str(processes)]
     return cmd + (["--parity", addrs(cluster, "parity")] if mode == "coded" else [])
 
 
 async def start_frontend(cluster: LocalCluster, mode: str, log_level: str, log_dir: Path,
-                         profile_to: Path | None = None) -> Frontend:
+                         profile_to: Path | None = None, processes: int = 1) -> Frontend:
     port = free_port()
-    cmd = serve_command(cluster, mode, port, log_level)
+    cmd = serve_command(cluster, mode, port, log_level, processes)
     if profile_to is not None:
         cmd = [PY, "-c", PROFILE_RUNNER, str(profile_to), *cmd[3:]]
     log = open(log_dir / f"frontend-{mode}-{port}.log", "wb")  # noqa: SIM115 (lives as long as the process)
@@ -212,6 +215,39 @@ def builtin_bucket(func: str) -> str:
     return "builtins"
 
 
+async def scaling(cluster: LocalCluster, args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
+    """Closed loop through coded frontends of 1 and of ``--scale`` processes, interleaved each round."""
+    fes = {n: await start_frontend(cluster, "coded", args.frontend_log_level, log_dir, processes=n)
+           for n in (1, args.scale)}
+    worker_pids = {f"{w.spec.role}{i}": w.proc.pid for i, w in enumerate(cluster.workers)}
+    runs: dict[int, list[dict[str, Any]]] = {n: [] for n in fes}
+    try:
+        for r in range(args.rounds):
+            for n, fe in fes.items():
+                serving = {f"frontend{i}": pid for i, pid in enumerate(serving_pids(fe.proc.pid))}
+                s = await run_load(["--url", fe.url], ["--closed", str(args.concurrency)], args.sat_s, args.warmup_s,
+                                   args.format, {**serving, **worker_pids})
+                s["cpu_us_per_answer"]["frontend"] = sum(v for k, v in s["cpu_us_per_answer"].items()
+                                                         if k.startswith("frontend"))
+                runs[n].append(s)
+                print(brief(f"coded x{n}", s) + f"  [scaling, round {r + 1}]", flush=True)
+    finally:
+        for fe in fes.values():
+            await stop_process(fe.proc)
+    ratio = med(runs[args.scale], "achieved_rate") / med(runs[1], "achieved_rate")
+    print(f"\nthroughput {args.scale} processes / 1 = {ratio:.2f} (median of {args.rounds} interleaved rounds)")
+    return {"runs": {str(n): v for n, v in runs.items()}, "processes": args.scale, "throughput_ratio": ratio}
+
+
+def serving_pids(pid: int) -> list[int]:
+    """The frontend's serving processes: itself, or the children of parm serve --processes N."""
+    try:
+        kids = [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        kids = []
+    return kids or [pid]
+
+
 # -- report -------------------------------------------------------------------------------------
 
 def med(runs: list[dict[str, Any]], key: str) -> float:
@@ -265,6 +301,11 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
              WorkerSpec("parity", "builtin:linear:parity_k=2", threads=1)]
     cluster = LocalCluster(specs)
     await cluster.start()
+    if args.scale:
+        try:
+            return {"scaling": await scaling(cluster, args, log_dir)}
+        finally:
+            await cluster.stop()
     frontends: list[Frontend] = []
     try:
         frontends = [await start_frontend(cluster, mode, args.frontend_log_level, log_dir) for mode in ("none", "coded")]
@@ -309,8 +350,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--format", choices=["msgpack", "json"], default="msgpack")
     p.add_argument("--frontend-log-level", default="WARNING", help="INFO logs every request (aiohttp access log)")
     p.add_argument("--no-profile", action="store_true")
-    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--scale", type=int, default=0, metavar="N",
+                   help="only compare coded through 1 and through N frontend processes (parm serve --processes N)")
+    p.add_argument("--out", type=Path, default=None, help=f"default {RESULTS} ({SCALE_RESULTS} with --scale)")
     args = p.parse_args(argv)
+    if args.out is None:
+        args.out = SCALE_RESULTS if args.scale else RESULTS
     q = args.quick
     for name, full, quick in (("rounds", 3, 1), ("sat_s", 6.0, 3.0), ("mod_s", 8.0, 4.0), ("profile_s", 6.0, 3.0),
                               ("warmup_s", 1.0, 0.5)):
