@@ -14,7 +14,6 @@ import datetime as dt
 import json
 import os
 import platform
-import pstats
 import signal
 import statistics
 import sys
@@ -28,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import aiohttp
+from frontend_profile import PROFILE_RUNNER, format_profile, summarize_profile
 from results_file import write_json
 
 from harness.bench_proc import cpu_model, cpu_seconds
@@ -38,28 +38,6 @@ LOADGEN = str(ROOT / "benchmarks" / "loadgen.py")
 RESULTS = ROOT / "benchmarks" / "results" / "frontend.json"
 SCALE_RESULTS = ROOT / "benchmarks" / "results" / "frontend_scale.json"
 TARGETS = {"throughput_ratio": 0.85, "added_p50_ms": 1.0, "added_p99_ms": 3.0}
-# Where profiled time goes, by the file a function lives in (first match wins).
-PROFILE_BUCKETS = (("aiohttp", "aiohttp"), ("torch", "torch"), ("numpy", "numpy"), ("msgpack", "msgpack"),
-                   ("json", "json"), ("logging", "logging"), ("asyncio", "asyncio"), ("selectors", "asyncio"),
-                   ("frontend/", "frontend"), ("workers/", "workers.protocol"), ("coders/", "coders"))
-
-# Runs `parm serve` under cProfile counting CPU time (not wall time: epoll waits would dominate), with
-# the heavy imports done before profiling starts, so the profile shows the serving path only.
-PROFILE_RUNNER = """
-import cProfile, sys, time
-import torch, aiohttp.web, parm.commands, parm.demo, workers.cli, parity_models.cli, frontend.app
-from parm.cli import main
-out, argv = sys.argv[1], sys.argv[2:]
-prof = cProfile.Profile(time.process_time)
-prof.enable()
-try:
-    main(argv)
-finally:
-    prof.disable()
-    prof.dump_stats(out)
-"""
-
-
 @dataclass
 class Frontend:
     mode: str
@@ -79,16 +57,18 @@ def addrs(cluster: LocalCluster, role: str) -> str:
     return ",".join(f"{h}:{p}" for h, p in cluster.addresses(role))
 
 
-def serve_command(cluster: LocalCluster, mode: str, port: int, log_level: str, processes: int = 1) -> list[str]:
+def serve_command(cluster: LocalCluster, mode: str, port: int, log_level: str, processes: int = 1,
+                  event_loop: str = "auto") -> list[str]:
     cmd = [PY, "-m", "parm.cli", "--log-level", log_level, "serve", "--port", str(port),
-           "--data", addrs(cluster, "data"), "--mode", mode, "--k", "2", "--code", "sum", "--processes", str(processes)]
+           "--data", addrs(cluster, "data"), "--mode", mode, "--k", "2", "--code", "sum", "--processes", str(processes),
+           "--event-loop", event_loop]
     return cmd + (["--parity", addrs(cluster, "parity")] if mode == "coded" else [])
 
 
-async def start_frontend(cluster: LocalCluster, mode: str, log_level: str, log_dir: Path,
+async def start_frontend(cluster: LocalCluster, mode: str, args: argparse.Namespace, log_dir: Path,
                          profile_to: Path | None = None, processes: int = 1) -> Frontend:
     port = free_port()
-    cmd = serve_command(cluster, mode, port, log_level, processes)
+    cmd = serve_command(cluster, mode, port, args.frontend_log_level, processes, args.event_loop)
     if profile_to is not None:
         cmd = [PY, "-c", PROFILE_RUNNER, str(profile_to), *cmd[3:]]
     log = open(log_dir / f"frontend-{mode}-{port}.log", "wb")  # noqa: SIM115 (lives as long as the process)
@@ -181,7 +161,7 @@ async def moderate(targets: dict[str, list[str]], pids: dict[str, dict[str, int]
 async def profile_mode(cluster: LocalCluster, mode: str, args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
     """Run a frontend under cProfile through a closed-loop run; where its CPU time goes."""
     prof = log_dir / f"frontend-{mode}.prof"
-    fe = await start_frontend(cluster, mode, args.frontend_log_level, log_dir, profile_to=prof)
+    fe = await start_frontend(cluster, mode, args, log_dir, profile_to=prof)
     try:
         s = await run_load(["--url", fe.url], ["--closed", str(args.concurrency)], args.profile_s, 0.5,
                            args.format, {"frontend": fe.proc.pid})
@@ -191,52 +171,36 @@ async def profile_mode(cluster: LocalCluster, mode: str, args: argparse.Namespac
     return summarize_profile(prof, s["ok_total"])
 
 
-def summarize_profile(path: Path, answers: int) -> dict[str, Any]:
-    stats = pstats.Stats(str(path))
-    entries = stats.stats  # type: ignore[attr-defined]
-    total = sum(v[2] for v in entries.values()) or 1e-9
-    buckets: dict[str, float] = {}
-    rows = []
-    for (file, line, func), (_cc, ncalls, tottime, _cum, _callers) in entries.items():
-        bucket = next((b for key, b in PROFILE_BUCKETS if key in file), "other" if file != "~" else builtin_bucket(func))
-        buckets[bucket] = buckets.get(bucket, 0.0) + tottime
-        rows.append((tottime, ncalls, f"{Path(file).name}:{line}({func})" if file != "~" else func))
-    rows.sort(reverse=True)
-    per = max(answers, 1)
-    return {"answers": answers, "profiled_s": total,
-            "us_per_answer_by_area": {b: t / per * 1e6 for b, t in sorted(buckets.items(), key=lambda kv: -kv[1])},
-            "top_functions": [{"function": name, "calls": n, "tottime_s": t, "share": t / total,
-                               "us_per_answer": t / per * 1e6} for t, n, name in rows[:15]]}
-
-
-def builtin_bucket(func: str) -> str:
-    if "socket" in func or "epoll" in func or "select" in func:
-        return "socket/epoll syscalls"
-    return "builtins"
-
-
 async def scaling(cluster: LocalCluster, args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
-    """Closed loop through coded frontends of 1 and of ``--scale`` processes, interleaved each round."""
-    fes = {n: await start_frontend(cluster, "coded", args.frontend_log_level, log_dir, processes=n)
-           for n in (1, args.scale)}
+    """Closed loop through coded frontends of 1 and ``--scale`` processes, each on asyncio's loop and on
+    uvloop, all interleaved each round: what a second process and what uvloop buy, side by side."""
+    variants = [(n, loop) for n in (1, args.scale) for loop in ("asyncio", "uvloop")]
+    fes = {}
+    for n, loop in variants:
+        fes[(n, loop)] = await start_frontend(cluster, "coded", argparse.Namespace(**{**vars(args), "event_loop": loop}),
+                                              log_dir, processes=n)
     worker_pids = {f"{w.spec.role}{i}": w.proc.pid for i, w in enumerate(cluster.workers)}
-    runs: dict[int, list[dict[str, Any]]] = {n: [] for n in fes}
+    runs: dict[tuple[int, str], list[dict[str, Any]]] = {v: [] for v in variants}
     try:
         for r in range(args.rounds):
-            for n, fe in fes.items():
+            for (n, loop), fe in fes.items():
                 serving = {f"frontend{i}": pid for i, pid in enumerate(serving_pids(fe.proc.pid))}
                 s = await run_load(["--url", fe.url], ["--closed", str(args.concurrency)], args.sat_s, args.warmup_s,
                                    args.format, {**serving, **worker_pids})
-                s["cpu_us_per_answer"]["frontend"] = sum(v for k, v in s["cpu_us_per_answer"].items()
-                                                         if k.startswith("frontend"))
-                runs[n].append(s)
-                print(brief(f"coded x{n}", s) + f"  [scaling, round {r + 1}]", flush=True)
+                s["cpu_us_per_answer"]["frontend"] = sum(s["cpu_us_per_answer"].pop(k) for k in serving)
+                runs[(n, loop)].append(s)
+                print(brief(f"x{n} {loop}", s) + f"  [scaling, round {r + 1}]", flush=True)
     finally:
         for fe in fes.values():
             await stop_process(fe.proc)
-    ratio = med(runs[args.scale], "achieved_rate") / med(runs[1], "achieved_rate")
-    print(f"\nthroughput {args.scale} processes / 1 = {ratio:.2f} (median of {args.rounds} interleaved rounds)")
-    return {"runs": {str(n): v for n, v in runs.items()}, "processes": args.scale, "throughput_ratio": ratio}
+    rate = {v: med(runs[v], "achieved_rate") for v in variants}
+    ratios = {f"x{args.scale}_over_x1_{loop}": rate[(args.scale, loop)] / rate[(1, loop)] for loop in ("asyncio", "uvloop")}
+    ratios.update({f"uvloop_over_asyncio_x{n}": rate[(n, "uvloop")] / rate[(n, "asyncio")] for n in (1, args.scale)})
+    print("\n" + "\n".join(f"  x{n} {loop:<8} {rate[(n, loop)]:8.1f} req/s, frontend cpu "
+                            f"{statistics.median(r['cpu_us_per_answer']['frontend'] for r in runs[(n, loop)]):.0f} us/answer"
+                            for n, loop in variants))
+    print("  " + ", ".join(f"{k} = {v:.2f}" for k, v in ratios.items()) + f" (medians of {args.rounds} rounds)")
+    return {"runs": {f"x{n}_{loop}": v for (n, loop), v in runs.items()}, "processes": args.scale, "ratios": ratios}
 
 
 def serving_pids(pid: int) -> list[int]:
@@ -286,13 +250,6 @@ def format_tables(sat: dict[str, list[dict[str, Any]]], mod: dict[str, list[dict
     return "\n".join(lines)
 
 
-def format_profile(mode: str, prof: dict[str, Any]) -> str:
-    areas = ", ".join(f"{k} {v:.0f}" for k, v in list(prof["us_per_answer_by_area"].items())[:8])
-    top = "\n".join(f"    {f['us_per_answer']:7.1f} us/ans {100 * f['share']:5.1f}%  {f['function']}"
-                    for f in prof["top_functions"][:10])
-    return f"\nProfile, frontend {mode} (cProfile tottime, us per answer): {areas}\n{top}"
-
-
 # -- main ---------------------------------------------------------------------------------------
 
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
@@ -308,7 +265,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             await cluster.stop()
     frontends: list[Frontend] = []
     try:
-        frontends = [await start_frontend(cluster, mode, args.frontend_log_level, log_dir) for mode in ("none", "coded")]
+        frontends = [await start_frontend(cluster, mode, args, log_dir) for mode in ("none", "coded")]
         worker_pids = {f"{w.spec.role}{i}": w.proc.pid for i, w in enumerate(cluster.workers)}
         targets = {"direct": ["--worker", addrs(cluster, "data")], **{fe.mode: ["--url", fe.url] for fe in frontends}}
         pids = {"direct": worker_pids, **{fe.mode: {"frontend": fe.proc.pid, **worker_pids} for fe in frontends}}
@@ -350,6 +307,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--format", choices=["msgpack", "json"], default="msgpack")
     p.add_argument("--frontend-log-level", default="WARNING", help="INFO logs every request (aiohttp access log)")
     p.add_argument("--no-profile", action="store_true")
+    p.add_argument("--event-loop", default="auto", choices=["auto", "uvloop", "asyncio"],
+                   help="the frontends' event loop (parm serve --event-loop)")
     p.add_argument("--scale", type=int, default=0, metavar="N",
                    help="only compare coded through 1 and through N frontend processes (parm serve --processes N)")
     p.add_argument("--out", type=Path, default=None, help=f"default {RESULTS} ({SCALE_RESULTS} with --scale)")
@@ -375,7 +334,8 @@ def main(argv: list[str] | None = None) -> int:
                           "loadavg_at_end": os.getloadavg()},
               "setup": {"data_workers": 2, "parity_workers": 1, "model": "builtin:linear (784x10)", "threads": 1,
                         "k": 2, "code": "sum", "format": args.format, "concurrency": args.concurrency,
-                        "rounds": args.rounds, "frontend_log_level": args.frontend_log_level},
+                        "rounds": args.rounds, "frontend_log_level": args.frontend_log_level,
+                        "event_loop": args.event_loop},
               **result, "wall_s": time.perf_counter() - t0}
     write_json(args.out, report)
     print(f"\nwrote {args.out} ({report['wall_s']:.0f} s)")

@@ -7,9 +7,9 @@ import asyncio
 import errno
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -21,6 +21,8 @@ from frontend.handlers import SERVICE
 from frontend.peers import Peers
 from workers.auth import AuthError, read_secret
 
+T = TypeVar("T")
+EVENT_LOOPS = ("auto", "uvloop", "asyncio")
 PARENT_POLL_S = 0.5  # one of several serving processes checks this often that its supervisor lives
 CODE_HELP = "erasure code: concat (images) or sum (learned parity models), berrut (training-free: parity workers " \
             "run the base model)"
@@ -79,6 +81,9 @@ def add_frontend_arguments(p: argparse.ArgumentParser, code: str = "concat", cod
                    help="shared secret for the workers' handshake (or $PARM_WORKER_SECRET); parm up makes one")
     p.add_argument("--drain-timeout-s", type=float, default=5.0,
                    help="on SIGTERM, wait this long for in-flight queries")
+    p.add_argument("--event-loop", default="auto", choices=list(EVENT_LOOPS),
+                   help="the frontend's event loop: uvloop (libuv: less CPU per query), asyncio, or auto "
+                        "(uvloop when installed)")
 
 
 def config_from_args(args: argparse.Namespace, data: Any, parity: Any, worker_secret: str | None = None,
@@ -134,6 +139,7 @@ def register(subparsers: Any) -> None:
                        help="frontend processes sharing the port (SO_REUSEPORT); each groups its own queries")
     serve.add_argument("--process-index", type=int, default=None, help=argparse.SUPPRESS)  # set by parm.multiproc
     serve.add_argument("--peers-dir", default=None, help=argparse.SUPPRESS)
+    serve.add_argument("--supervisor-pid", type=int, default=None, help=argparse.SUPPRESS)
     serve.set_defaults(func=run_serve)
 
 
@@ -153,19 +159,47 @@ def run_serve(args: argparse.Namespace) -> int:
         else:
             banner += ")"
         app = create_app(cfg, args.drain_timeout_s, peers)
-        asyncio.run(serve_until_signal(app, cfg, args.drain_timeout_s, lambda port: banner.format(port=port), peers))
+        run_on_loop(serve_until_signal(app, cfg, args.drain_timeout_s, lambda port: banner.format(port=port), peers,
+                                       args.supervisor_pid), args.event_loop)
     except ConfigError as exc:
         raise SystemExit(f"parm serve: {exc}") from None
     return 0
 
 
+def run_on_loop(main: Coroutine[Any, Any, T], kind: str = "auto") -> T:
+    """asyncio.run on the chosen event loop (``--event-loop``)."""
+    try:
+        factory = loop_factory(kind)
+    except ConfigError:
+        main.close()  # never started: no "coroutine was never awaited"
+        raise
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(main)
+
+
+def loop_factory(kind: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """None: asyncio's own loop."""
+    if kind not in EVENT_LOOPS:
+        raise ConfigError(f"--event-loop must be one of {EVENT_LOOPS}, got {kind!r}")
+    if kind == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if kind == "uvloop":
+            raise ConfigError("--event-loop uvloop: uvloop is not installed (pip install uvloop)") from None
+        return None
+    return uvloop.new_event_loop
+
+
 async def serve_until_signal(app: web.Application, cfg: FrontendConfig, drain_timeout_s: float,
-                             banner: Callable[[int], str], peers: Peers | None = None) -> None:
+                             banner: Callable[[int], str], peers: Peers | None = None,
+                             supervisor: int | None = None) -> None:
     """Serve until SIGINT/SIGTERM; then keep listening while answering 503 to new requests, drain
     the queries in flight (up to ``drain_timeout_s``), and only then close (uvicorn's order).
     ``banner(port)`` is printed once listening: with ``--port 0`` only then is the port known.
     One of several processes (``peers``) shares the port and also listens on its unix socket;
-    it stops too when its parent is gone."""
+    it stops too when its parent (``supervisor``) is gone."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
@@ -173,7 +207,7 @@ async def serve_until_signal(app: web.Application, cfg: FrontendConfig, drain_ti
         if peers is not None:
             await web.UnixSite(runner, str(peers.socket_path(peers.index))).start()
         print(banner(int(runner.addresses[0][1])), flush=True)
-        await _wait_for_signal(os.getppid() if peers is not None else None)
+        await _wait_for_signal(supervisor)
         print("shutting down: draining queries in flight", flush=True)
         await app[SERVICE].drain(drain_timeout_s)
     finally:
@@ -207,6 +241,6 @@ async def _wait_for_signal(parent: int | None = None) -> None:
 
 
 async def _watch_parent(parent: int, stop: asyncio.Event) -> None:
-    while os.getppid() == parent:
+    while os.getppid() == parent:  # also false at once if the parent died while this process started
         await asyncio.sleep(PARENT_POLL_S)
     stop.set()

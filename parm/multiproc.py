@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from frontend.errors import ConfigError
+from workers.cluster import die_with_parent
 
 POLL_S = 0.1
 START_TIMEOUT_S = 60.0
@@ -54,12 +55,13 @@ class Supervisor:
 
     def command(self, index: int) -> list[str]:
         return [sys.executable, "-m", "parm", *self.argv, "--port", str(self.port),
-                "--process-index", str(index), "--peers-dir", str(self.run_dir)]
+                "--process-index", str(index), "--peers-dir", str(self.run_dir), "--supervisor-pid", str(os.getpid())]
 
     def start(self, index: int) -> subprocess.Popen[bytes]:
         (self.run_dir / f"{index}.sock").unlink(missing_ok=True)  # peers see "not running" until it listens
-        # its own session: a terminal's Ctrl-C reaches the parent only, which stops each process once
-        proc = subprocess.Popen(self.command(index), start_new_session=True)
+        # its own session: a terminal's Ctrl-C reaches the parent only, which stops each process once;
+        # SIGTERM (a drain) if the parent dies, and the process also checks (--supervisor-pid)
+        proc = subprocess.Popen(self.command(index), start_new_session=True, preexec_fn=die_with_parent)
         if index < len(self.procs):
             self.procs[index], self.started[index] = proc, time.monotonic()
         else:

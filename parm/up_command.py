@@ -17,7 +17,7 @@ from frontend.app import create_app
 from frontend.config import FrontendConfig
 from frontend.errors import ConfigError
 from parm import cluster_state
-from parm.commands import add_frontend_arguments, config_from_args, read_worker_secret, serve_until_signal
+from parm.commands import add_frontend_arguments, config_from_args, read_worker_secret, run_on_loop, serve_until_signal
 from parm.up_models import AUTO, parity_models, resolve_code
 from workers.auth import new_secret
 from workers.cluster import LocalCluster, WorkerSpec, cluster_specs
@@ -95,7 +95,7 @@ def plan_up(args: argparse.Namespace) -> UpPlan:
 
 def run_up(args: argparse.Namespace) -> int:
     try:
-        return asyncio.run(_up(args))
+        return run_on_loop(_up(args), args.event_loop)
     except ConfigError as exc:
         raise SystemExit(f"parm up: {exc}") from None
     except KeyboardInterrupt:  # Ctrl-C before it was listening: the workers are already stopped

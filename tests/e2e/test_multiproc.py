@@ -140,3 +140,23 @@ def test_processes_must_be_positive(tmp_path) -> None:
     out = subprocess.run([sys.executable, "-m", "parm", "serve", "--data", "127.0.0.1:1", "--processes", "0"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode != 0 and "--processes must be at least 1" in out.stderr
+
+
+async def test_serving_processes_stop_when_the_supervisor_is_killed() -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "parm", "serve", "--data", "127.0.0.1:1", "--mode", "none",
+                             "--port", "0", "--processes", "2"], stdout=subprocess.PIPE, text=True)
+    try:
+        await _banner_port(proc)  # both listen (no worker is needed for that)
+        kids = _children(proc.pid)
+        assert len(kids) == 2
+        proc.kill()  # no drain, no signal forwarded: the processes must notice on their own
+        proc.wait()
+        for _ in range(200):
+            if not any(os.path.exists(f"/proc/{k}") for k in kids):
+                break
+            await asyncio.sleep(0.05)
+        assert not any(os.path.exists(f"/proc/{k}") for k in kids), kids
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -148,3 +148,19 @@ def test_decode_policy_flags_reach_the_config() -> None:
     with pytest.raises(ConfigError, match="not comma-separated numbers"):
         config_from_args(build_parser().parse_args(["up", "--default-output", "abc"]), *stand_in, worker_secret="s",
                          code="sum")
+
+
+def test_event_loop_choice() -> None:
+    import asyncio
+
+    from parm.commands import loop_factory, run_on_loop
+    assert loop_factory("asyncio") is None
+    uvloop = pytest.importorskip("uvloop")  # a core dependency on Linux; absent only on other platforms
+
+    async def loop_kind() -> str:
+        return type(asyncio.get_running_loop()).__module__
+    assert run_on_loop(loop_kind(), "uvloop").startswith("uvloop") and uvloop is not None
+    assert run_on_loop(loop_kind(), "auto").startswith("uvloop")
+    assert run_on_loop(loop_kind(), "asyncio").startswith("asyncio")
+    with pytest.raises(ConfigError, match="--event-loop must be one of"):
+        run_on_loop(loop_kind(), "trio")

@@ -13,7 +13,8 @@ from parm.commands import config_from_args
 
 DATA, PARITY = (("127.0.0.1", 1), ("127.0.0.1", 2)), (("127.0.0.1", 3),)
 FILE_FLAGS = {"auth_token": "auth_token_file", "worker_secret": "worker_secret_file"}  # secrets come from files
-CLI_ONLY = {"help", "config", "drain_timeout_s"}  # flags of the command, not settings of the frontend
+CLI_ONLY = {"help", "config", "drain_timeout_s", "event_loop",  # flags of the command, not the frontend's settings
+            "processes", "process_index", "peers_dir", "supervisor_pid"}
 FIELDS = {f.name: f for f in dataclasses.fields(FrontendConfig)}
 
 
