@@ -12,13 +12,16 @@ from aiohttp import web
 from frontend import handlers, v2
 from frontend.config import FrontendConfig
 from frontend.peers import Peers
+from frontend.pool import WorkerPool
 from frontend.service import Service
 
 
-def create_app(cfg: FrontendConfig, drain_timeout_s: float = 5.0, peers: Peers | None = None) -> web.Application:
-    """``peers``: this is one of several processes on the port, answering probes for all (frontend.peers)."""
+def create_app(cfg: FrontendConfig, drain_timeout_s: float = 5.0, peers: Peers | None = None,
+               pool: WorkerPool | None = None) -> web.Application:
+    """``peers``: this is one of several processes on the port, answering probes for all (frontend.peers).
+    ``pool``: workers to use instead of clients for cfg's addresses (Ray Serve replicas, rayserve)."""
     app = web.Application(client_max_size=cfg.max_body_bytes, middlewares=[handlers.errors_middleware, handlers.auth_middleware])
-    app[handlers.SERVICE] = Service(cfg)
+    app[handlers.SERVICE] = Service(cfg, pool)
     if peers is not None:
         app[handlers.PEERS] = peers
 

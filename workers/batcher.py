@@ -44,6 +44,11 @@ class Batcher:
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="batcher")
 
+    def ensure_started(self) -> None:
+        """Start unless started: for hosts that build the batcher outside the event loop (Ray Serve)."""
+        if self._task is None:
+            self.start()
+
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()

@@ -198,13 +198,16 @@ class WorkerServer:
         return {"type": "result", "id": message["id"], "outputs": encode_tensor(outputs)}
 
     def _validate(self, inputs: np.ndarray) -> np.ndarray:
-        """Inputs must be float32 (B, *input_shape) with B >= 1."""
-        expected = tuple(self.model.input_shape)
-        if inputs.dtype != np.float32:
-            raise ValueError(f"inputs must be float32, got {inputs.dtype.name}")
-        if inputs.ndim != len(expected) + 1 or tuple(inputs.shape[1:]) != expected or inputs.shape[0] < 1:
-            raise ValueError(f"inputs shape {list(inputs.shape)} does not match (B>=1, *{list(expected)})")
-        return inputs
+        return check_inputs(inputs, tuple(self.model.input_shape))
+
+
+def check_inputs(inputs: np.ndarray, expected: tuple[int, ...]) -> np.ndarray:
+    """Inputs must be float32 (B, *expected) with B >= 1; ValueError otherwise."""
+    if inputs.dtype != np.float32:
+        raise ValueError(f"inputs must be float32, got {inputs.dtype.name}")
+    if inputs.ndim != len(expected) + 1 or tuple(inputs.shape[1:]) != expected or inputs.shape[0] < 1:
+        raise ValueError(f"inputs shape {list(inputs.shape)} does not match (B>=1, *{list(expected)})")
+    return inputs
 
 
 async def serve_forever(model: LoadedModel, host: str = "127.0.0.1", port: int = 0, max_batch: int = 32,
