@@ -23,12 +23,13 @@ ROUTER = "rayserve.router.PinnedRouter"
 def build(args: dict[str, Any]) -> Application:
     """args: rayserve.settings.RaySettings fields; ConfigError names a bad one."""
     s = RaySettings.from_args(dict(args))
+    board = s.app_name if s.fault_injection else None
     data = _model_deployment(s, DATA, s.data_deployment_replicas).bind(
-        s.model, s.max_batch, s.service_time, s.device)
+        s.model, s.max_batch, s.service_time, s.device, board)
     parity = None
     if s.mode == "coded":
         parity = _model_deployment(s, PARITY, s.parity_replicas).bind(
-            s.parity_model, s.max_batch, s.parity_service_time or s.service_time, s.device)
+            s.parity_model, s.max_batch, s.parity_service_time or s.service_time, s.device, board)
     ingress = serve.deployment(Ingress, name=INGRESS, num_replicas=s.ingress_replicas,
                                max_ongoing_requests=s.max_ongoing_requests, logging_config=_logging(s),
                                ray_actor_options={"num_cpus": s.replica_cpus})

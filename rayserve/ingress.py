@@ -21,10 +21,10 @@ from starlette.responses import JSONResponse, Response
 
 from frontend.app import create_app
 from frontend.config import FrontendConfig
-from frontend.bodies import loads_json
-from frontend.errors import BadRequest, PayloadTooLarge, ServingError, error_body
+from frontend.errors import PayloadTooLarge, ServingError, error_body
 from frontend.handlers import SERVICE
 from frontend.pool import WorkerPool
+from rayserve import admin
 from rayserve.client import RayReplicaClient
 from rayserve.directory import directory_for
 from rayserve.settings import RaySettings
@@ -57,8 +57,7 @@ class Ingress:
     async def _start(self) -> None:
         pool = WorkerPool(self.cfg, self._clients())
         app = create_app(self.cfg, self.settings.drain_timeout_s, pool=pool)
-        if self.settings.fault_injection:
-            app.router.add_post("/ray/fault", _set_fault)
+        admin.add_routes(app)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         await web.UnixSite(runner, self._socket).start()
@@ -144,22 +143,3 @@ async def _read_capped(request: Request, limit: int) -> bytes:
             raise PayloadTooLarge(f"request body over the limit of {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-async def _set_fault(request: web.Request) -> web.Response:
-    """POST /ray/fault {"role": "data"|"parity", "slot": N, "spec": "..."}: the harness's fault
-    injection on a replica (only with ``fault_injection`` set; the bearer token applies)."""
-    body = loads_json(await request.read())
-    if not isinstance(body, dict):
-        raise BadRequest('body must be a map {"role", "slot", "spec"}')
-    service = request.app[SERVICE]
-    workers = {"data": service.pool.data, "parity": service.pool.parity}.get(body.get("role"))
-    slot = body.get("slot")
-    if workers is None or not isinstance(slot, int) or not 0 <= slot < len(workers):
-        raise BadRequest(f"no worker {body.get('role')!r} slot {slot!r}")
-    try:
-        await workers[slot].set_fault(str(body.get("spec", "")))
-    except ValueError as exc:
-        raise BadRequest(str(exc)) from None
-    return web.json_response({"role": body["role"], "slot": slot, "spec": body["spec"],
-                              "replica": getattr(workers[slot], "replica", None)})

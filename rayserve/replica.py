@@ -8,11 +8,13 @@ starts a new replica in its place.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
 import numpy as np
 
+from rayserve.faults import FaultFollower
 from workers.batcher import Batcher
 from workers.faults import FaultInjector, InjectedDrop
 from workers.model import load_model, parse_service_time
@@ -28,23 +30,34 @@ class ModelReplica:
     """Serves one model (a parm checkpoint, a ``.pt2``, or ``builtin:...``) to pinned calls."""
 
     def __init__(self, model: str, max_batch: int = 32, service_time: str | None = None,
-                 device: str = "cpu", fault: str = "none") -> None:
+                 device: str = "cpu", fault_board: str | None = None) -> None:
+        """``fault_board``: the application whose fault board (rayserve.faults) this replica follows."""
         from ray import serve
 
         self.model = load_model(model, device)
         if service_time:  # every batch takes this long in total, as parm worker --service-time
             self.model.batch_time = parse_service_time(service_time)
             self.model.info["service_time"] = service_time
-        self.replica_id = serve.get_replica_context().replica_id.unique_id
-        self.faults = FaultInjector(fault)
+        context = serve.get_replica_context()
+        self.replica_id, self.rank = context.replica_id.unique_id, context.rank.rank
+        self.faults = FaultInjector()
         self.batcher = Batcher(self.model, max_batch, lambda: self.faults.slow_factor)
+        self.follower = None if fault_board is None else FaultFollower(
+            fault_board, context.deployment, self.rank, self.faults)
         self.requests_served = 0
+        with contextlib.suppress(RuntimeError):  # no running loop here: started by the first call
+            self._start()
+
+    def _start(self) -> None:
+        self.batcher.ensure_started()
+        if self.follower is not None:
+            self.follower.ensure_started()
 
     async def infer(self, inputs: np.ndarray, replica: str | None = None) -> np.ndarray:
         """inputs float32 (B, *input_shape) -> outputs float32 (B, C)."""
         self._check_pin(replica)
         inputs = check_inputs(np.asarray(inputs), tuple(self.model.input_shape))
-        self.batcher.ensure_started()  # Serve builds the replica outside its event loop
+        self._start()
         try:
             await self.faults.before_request()
         except InjectedDrop as exc:  # no connection to drop on Ray: the call fails instead
@@ -56,7 +69,8 @@ class ModelReplica:
     async def info(self, replica: str | None = None) -> dict[str, Any]:
         """The model's info as a parm worker reports it, plus this replica's id and fault."""
         self._check_pin(replica)
-        return {**self.model.info, "replica": self.replica_id, "pid": os.getpid(), "fault": self.faults.spec,
+        self._start()
+        return {**self.model.info, "replica": self.replica_id, "rank": self.rank, "pid": os.getpid(), "fault": self.faults.spec,
                 "requests_served": self.requests_served}
 
     async def set_fault(self, spec: str, replica: str | None = None) -> str:

@@ -44,7 +44,7 @@ class RaySettings:
     replica_cpus: float = 1.0
     threads: int = 1                         # torch/OpenMP threads per replica
     max_ongoing_requests: int = 1024        # per replica: the frontend bounds load itself (max_pending)
-    fault_injection: bool = False            # POST /ray/fault for the harness; off in production
+    fault_injection: bool = False            # replicas follow the app's fault board (rayserve.faults); off in production
     access_log: bool = False                 # Serve's log line per call (each query costs several)
     drain_timeout_s: float = 5.0
     frontend: dict[str, Any] = field(default_factory=dict)
