@@ -112,7 +112,7 @@ async def _wait_all_healthy(fe: FrontendProcess, n_data: int, n_parity: int, tim
     raise RuntimeError(f"workers not all healthy within {timeout_s:g} s: {state}")
 
 
-async def _start_loadgen(cfg: BenchConfig, rate: float, url: str, queries: Path, out: Path) -> asyncio.subprocess.Process:
+async def start_loadgen(cfg: BenchConfig, rate: float, url: str, queries: Path, out: Path) -> asyncio.subprocess.Process:
     cmd = [sys.executable, "-m", "harness.loadgen", "--url", url + "/predict", "--queries", str(queries),
            "--rate", f"{rate:g}", "--duration", f"{cfg.duration_s:g}", "--seed", str(cfg.seed),
            "--timeout", f"{cfg.deadline_ms / 1000 + 10:g}", "--out", str(out), "--bad-frac", f"{cfg.bad_frac:g}"]
@@ -150,7 +150,7 @@ async def run_mode(cfg: BenchConfig, mode: str, rate: float, pool: Pool, queries
     loadgen: asyncio.subprocess.Process | None = None
     tasks: list[asyncio.Task[Any]] = []
     out = workdir / f"records-{mode}-{rate:g}.npz"
-    starting = asyncio.create_task(_start_loadgen(cfg, rate, fe.url, queries, out))  # overlaps the frontend's start
+    starting = asyncio.create_task(start_loadgen(cfg, rate, fe.url, queries, out))  # overlaps the frontend's start
     try:
         await fe.start()
         await _wait_all_healthy(fe, *healthy_needed(cfg, mode))
