@@ -5,6 +5,7 @@ starts, and the frontend configuration and deployment layout they imply. No Ray 
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -71,12 +72,13 @@ class RaySettings:
 
     @classmethod
     def from_args(cls, args: dict[str, Any]) -> RaySettings:
-        known = {f.name for f in fields(cls)}
-        unknown = set(args) - known
+        """From a config file's typed args, or ``serve run``'s KEY=VALUE strings (``frontend`` as JSON)."""
+        types = {f.name: f.type for f in fields(cls)}
+        unknown = set(args) - set(types)
         if unknown:
-            raise ConfigError(f"unknown settings {sorted(unknown)}; known: {sorted(known)}")
+            raise ConfigError(f"unknown settings {sorted(unknown)}; known: {sorted(types)}")
         try:
-            return cls(**args)
+            return cls(**{name: _typed(name, types[name], value) for name, value in args.items()})
         except TypeError as exc:  # a required setting missing
             raise ConfigError(str(exc)) from None
 
@@ -112,3 +114,26 @@ class RaySettings:
                                   **self.frontend)
         except TypeError as exc:
             raise ConfigError(f"frontend settings: {exc}") from None
+
+
+def _typed(name: str, kind: Any, value: Any) -> Any:
+    """A setting given as text (``serve run rayserve.app:build k=4``) -> its field's type."""
+    if not isinstance(value, str) or kind in ("str", "str | None"):
+        return value
+    try:
+        if kind == "int":
+            return int(value)
+        if kind == "float":
+            return float(value)
+        if kind == "bool":
+            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(value)
+            return value.lower() in ("true", "1", "yes")
+        if kind.startswith("dict"):
+            parsed = json.loads(value)
+            if not isinstance(parsed, dict):
+                raise ValueError(value)
+            return parsed
+    except ValueError:
+        raise ConfigError(f"{name}={value!r} is not a {kind}") from None
+    return value

@@ -14,7 +14,8 @@ from ray.serve.schema import ServeDeploySchema  # noqa: E402
 
 from rayserve.app import build  # noqa: E402
 
-MANIFEST = Path(__file__).resolve().parents[2] / "deploy" / "kuberay" / "rayservice.yaml"
+ROOT = Path(__file__).resolve().parents[2]
+MANIFEST = ROOT / "deploy" / "kuberay" / "rayservice.yaml"
 
 
 def test_serve_config_passes_rays_schema_and_builds() -> None:
@@ -22,3 +23,8 @@ def test_serve_config_passes_rays_schema_and_builds() -> None:
     schema = ServeDeploySchema.parse_obj(config)
     (app,) = schema.applications
     assert isinstance(build(app.args), Application)  # the builder Serve calls: settings checked, deployments bound
+
+
+def test_example_serve_config_passes_rays_schema_and_builds() -> None:
+    schema = ServeDeploySchema.parse_obj(yaml.safe_load((ROOT / "examples" / "ray" / "serve.yaml").read_text()))
+    assert all(isinstance(build(app.args), Application) for app in schema.applications)

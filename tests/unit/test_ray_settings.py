@@ -67,3 +67,12 @@ def test_bad_settings_are_clear_errors(args: dict, needle: str) -> None:
     with pytest.raises(ConfigError, match=None) as info:
         RaySettings.from_args(args)
     assert needle in str(info.value), str(info.value)
+
+
+def test_serve_run_key_value_strings_are_typed() -> None:
+    s = RaySettings.from_args({"model": "m", "parity_model": "p", "k": "4", "data_replicas": "4", "replica_cpus": "0.5",
+                               "fault_injection": "true", "frontend": '{"deadline_ms": 300}'})
+    assert (s.k, s.data_replicas, s.replica_cpus, s.fault_injection, s.frontend) == (4, 4, 0.5, True, {"deadline_ms": 300})
+    for bad in ({"k": "two"}, {"fault_injection": "maybe"}, {"frontend": "[1]"}):
+        with pytest.raises(ConfigError, match="is not a"):
+            RaySettings.from_args({"model": "m", "parity_model": "p", **bad})
