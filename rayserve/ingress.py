@@ -29,8 +29,10 @@ from rayserve.client import RayReplicaClient
 from rayserve.directory import directory_for
 from rayserve.settings import RaySettings
 
-FORWARDED_REQUEST = ("content-type", "authorization", "accept")
-FORWARDED_REPLY = ("content-type", "retry-after", "www-authenticate", "allow")
+# hop-by-hop headers, and those the hop to the frontend sets itself; every other header is passed on
+# (content type, bearer token, V2's Inference-Header-Content-Length, Retry-After, ...)
+NOT_FORWARDED = frozenset({"host", "content-length", "connection", "keep-alive", "transfer-encoding", "te",
+                           "upgrade", "proxy-authorization", "proxy-connection", "trailer", "date", "server"})
 KICK_TIMEOUT_S = 60.0
 
 
@@ -106,12 +108,12 @@ class Ingress:
             body = await _read_capped(request, self.cfg.max_body_bytes)
         except ServingError as exc:
             return JSONResponse(error_body(exc), status_code=exc.status)
-        headers = {k: v for k, v in request.headers.items() if k.lower() in FORWARDED_REQUEST}
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in NOT_FORWARDED}
         url = f"http://parm{_app_path(request)}" + (f"?{request.url.query}" if request.url.query else "")
         assert self._session is not None
         async with self._session.request(request.method, url, data=body, headers=headers) as reply:
             content = await reply.read()
-            out = {k: v for k, v in reply.headers.items() if k.lower() in FORWARDED_REPLY}
+            out = {k: v for k, v in reply.headers.items() if k.lower() not in NOT_FORWARDED}
             return Response(content, status_code=reply.status, headers=out)
 
     async def predict(self, inputs: np.ndarray, deadline_ms: float | None = None) -> dict[str, Any]:

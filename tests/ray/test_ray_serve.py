@@ -170,3 +170,32 @@ async def test_equal_resources_on_rays_own_router(serve_url: str) -> None:
         bodies = await _predict_each(session, url, x)
     np.testing.assert_allclose(_outputs(bodies), LINEAR.predict(x), rtol=1e-4, atol=1e-4)
     assert not any(b["degraded"][0] for b in bodies)
+
+
+async def test_the_rest_of_the_api_passes_through_the_ingress(coded_url: str) -> None:
+    """msgpack /predict, V2 infer with Triton's binary extension (its length header crosses the
+    proxy), and the ingress's handle method for other deployments."""
+    import msgpack
+
+    x = np.random.default_rng(4).random((2, 1, 28, 28), dtype=np.float32)
+    async with aiohttp.ClientSession() as session:
+        await _ready(session, coded_url, 2, 1)
+        body = msgpack.packb({"inputs": x.reshape(2, -1).tolist()})
+        async with session.post(f"{coded_url}/predict", data=body, headers={"Content-Type": "application/msgpack"}) as r:
+            assert r.status == 200 and r.content_type == "application/msgpack"
+            reply = msgpack.unpackb(await r.read())
+        assert reply["path"] and len(reply["degraded"]) == 2
+
+        head = (b'{"inputs": [{"name": "x", "shape": [2, 784], "datatype": "FP32", "parameters": '
+                b'{"binary_data_size": %d}}]}' % x.nbytes)
+        async with session.post(f"{coded_url}/v2/models/parm/infer", data=head + x.tobytes(),
+                                headers={"Inference-Header-Content-Length": str(len(head)),
+                                         "Content-Type": "application/octet-stream"}) as r:
+            v2 = await r.json()
+        assert r.status == 200, v2
+        np.testing.assert_allclose(np.array(v2["outputs"][0]["data"]).reshape(2, -1), LINEAR.predict(x),
+                                   rtol=1e-4, atol=1e-4)
+
+    answers = await serve.get_app_handle("coded").predict.remote(x)
+    np.testing.assert_allclose(answers["outputs"], LINEAR.predict(x), rtol=1e-4, atol=1e-4)
+    assert len(answers["path"]) == 2
