@@ -4,7 +4,8 @@ Serve application on a local two-node Ray cluster (or ``--address`` of a running
 
 Modes: coded (pinned replicas), equal (the extra replicas behind Ray Serve's own router), hedged
 (pinned), none. The plan reaches the replicas through the fault board (rayserve.faults): plan
-worker i is data replica rank i, then the mode's extra replicas (parity, or more base replicas).
+worker i is data replica rank i, then the mode's extra replicas (parity, or more base replicas);
+a plan's crash kills that rank's replica actor, and Ray Serve replaces it.
 """
 from __future__ import annotations
 
@@ -60,16 +61,24 @@ def target(mode: str, n_data: int, worker: int) -> tuple[str, int]:
 
 
 async def replay(mode: str, cfg: BenchConfig, events: list[Event], start_epoch: float) -> dict[str, int]:
-    """Each spec change at its time on the board; kills are not replayed here (counted skipped)."""
-    handle, done = board(mode), {"applied": 0, "skipped": 0}
+    """Each event at its time through the board: spec changes, and kills of the rank's replica.
+    A plan's restart is Ray Serve's to do: it replaces a killed replica at once, so restarts are
+    counted, not replayed (``restarts_by_ray``)."""
+    handle = board(mode)
+    done = {"applied": 0, "skipped": 0, "killed": 0, "kill_missed": 0, "restarts_by_ray": 0}
     workers = cfg.n_data + (cfg.n_extra if mode != "none" else 0)
     for ev in events:
         await asyncio.sleep(max(0.0, start_epoch + ev.t_s - time.time()))
-        if ev.action != "spec" or ev.worker >= workers:
+        if ev.worker >= workers:
             done["skipped"] += 1
-            continue
-        await handle.set.remote(*target(mode, cfg.n_data, ev.worker), ev.spec)
-        done["applied"] += 1
+        elif ev.action == "spec":
+            await handle.set.remote(*target(mode, cfg.n_data, ev.worker), ev.spec)
+            done["applied"] += 1
+        elif ev.action == "kill":
+            killed = await handle.kill.remote(*target(mode, cfg.n_data, ev.worker))
+            done["killed" if killed else "kill_missed"] += 1
+        else:
+            done["restarts_by_ray"] += 1
     return done
 
 

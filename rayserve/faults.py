@@ -3,7 +3,8 @@
 
 Replicas follow it (``FaultFollower``, one long-polling call at a time), so it reaches every replica whatever routes the queries
 (the frontend's pinned calls or Ray's own router) and survives a replica's replacement: the new
-replica takes the dead one's rank, and its spec. The harness (rayserve.bench) and tests write it.
+replica takes the dead one's rank, and its spec. Replicas also register their actor, so the harness can kill one by rank (a plan's crash).
+The harness (rayserve.bench) and tests write it.
 """
 from __future__ import annotations
 
@@ -30,7 +31,21 @@ class FaultBoard:
 
     def __init__(self) -> None:
         self.specs: dict[tuple[str, int], str] = {}
+        self.actors: dict[tuple[str, int], Any] = {}  # each rank's replica actor, as it registered
         self.changed = asyncio.Event()
+
+    async def register(self, deployment: str, rank: int, actor: Any) -> None:
+        """A replica says it holds ``rank`` (a replacement overwrites the dead one)."""
+        self.actors[(deployment, rank)] = actor
+
+    async def kill(self, deployment: str, rank: int) -> bool:
+        """Kill the replica actor of ``rank`` outright, as a crashed process; Ray Serve then starts
+        another (which takes the rank). False when no replica registered it."""
+        actor = self.actors.pop((deployment, rank), None)
+        if actor is None:
+            return False
+        ray.kill(actor, no_restart=True)
+        return True
 
     async def set(self, deployment: str, rank: int, spec: str) -> str:
         parse(spec)  # ValueError for a bad spec, raised to the caller
@@ -81,6 +96,8 @@ class FaultFollower:
 
     async def _follow(self) -> None:
         handle = board(self.app_name)
+        with contextlib.suppress(ray.exceptions.RayError):
+            await handle.register.remote(self.deployment, self.rank, ray.get_runtime_context().current_actor)
         while True:
             try:
                 spec = await handle.wait.remote(self.deployment, self.rank, self.seen)

@@ -134,9 +134,12 @@ async def test_killed_replica_is_replaced_and_nothing_is_lost(coded_url: str) ->
     x = np.random.default_rng(2).random((40, 1, 28, 28), dtype=np.float32)
     async with aiohttp.ClientSession() as session:
         await _ready(session, coded_url, 2, 1)
-        victim = (await _replicas(session, coded_url))["data"][1]["replica"]
+        slot = (await _replicas(session, coded_url))["data"][1]
+        victim = slot["replica"]
         actor = ray.get_actor(f"SERVE_REPLICA::coded#parm-data#{victim}", namespace="serve")
-        ray.kill(actor, no_restart=True)
+        assert await board("coded").kill.remote("parm-data", slot["rank"])  # as the harness does: ray.kill
+        with pytest.raises(ray.exceptions.RayActorError):  # it really is gone
+            await actor.__ray_ready__.remote()
         bodies = await _predict_each(session, coded_url, x)  # while Ray replaces it: every query answered
         np.testing.assert_allclose(_outputs(bodies), LINEAR.predict(x), rtol=1e-4, atol=1e-4)
 
