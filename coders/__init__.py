@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from coders.base import Code, CodingError, LinearCode
 from coders.berrut import BerrutCode
+from coders.collage import CollageCode
 from coders.concat import ConcatCode
 from coders.summation import SumCode
 
-CODES: dict[str, type[Code]] = {SumCode.name: SumCode, ConcatCode.name: ConcatCode, BerrutCode.name: BerrutCode}
+CODES: dict[str, type[Code]] = {SumCode.name: SumCode, ConcatCode.name: ConcatCode, BerrutCode.name: BerrutCode,
+                               CollageCode.name: CollageCode}
 
 
 def make_code(name: str, k: int, r: int = 1) -> Code:
@@ -22,4 +24,4 @@ def make_code(name: str, k: int, r: int = 1) -> Code:
     return cls(k, r)
 
 
-__all__ = ["CODES", "BerrutCode", "Code", "CodingError", "ConcatCode", "LinearCode", "SumCode", "make_code"]
+__all__ = ["CODES", "BerrutCode", "CollageCode", "Code", "CodingError", "ConcatCode", "LinearCode", "SumCode", "make_code"]

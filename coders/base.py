@@ -70,6 +70,10 @@ class Code(ABC):
     def missing_data_slots(self, available: Mapping[int, Array]) -> list[int]:
         return [i for i in range(self.k) if i not in available]
 
+    def can_decode(self, missing: int, parities: int) -> bool:
+        """Whether ``missing`` unanswered data slots can be rebuilt from ``parities`` parity outputs."""
+        return missing <= parities
+
 
 def coefficient_rows(k: int, r: int) -> np.ndarray:
     """The (r, k) output weights of the learned linear codes: row l holds t_i ** l for k distinct

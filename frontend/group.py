@@ -69,7 +69,7 @@ class Group:
             return False
         missing = self.n - len(self.answered)
         parities = sum(1 for s in range(self.n, self.n + self.r) if s in self.outputs)
-        return missing <= parities
+        return self.code.can_decode(missing, parities)
 
     def decode_now(self) -> list[Delivery]:
         """Rebuild the unanswered data slots if the code can; their answers, flagged degraded."""

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 ARCH_CHOICES = ("mlp", "lenet5", "resnet18")
-PARITY_ARCH_CHOICES = ("same", *ARCH_CHOICES, "tiled")
+PARITY_ARCH_CHOICES = ("same", *ARCH_CHOICES, "tiled", "collage")
 DATASET_CHOICES = ("mnist", "fashion-mnist", "cifar10")
 DATASET_HELP = ("mnist, fashion-mnist, cifar10, or your own images: folder:PATH (PATH/<class>/*.png, or "
                 "PATH/train/<class> + PATH/test/<class>) or npz:PATH (x_train, y_train[, x_test, y_test] or x, y); "
@@ -149,12 +149,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                                    "by val degraded accuracy) and OUT's stem + .last (resumable)")
     p.add_argument("--base", required=True, help="base model: a checkpoint, or a torch.export .pt2 file")
     p.add_argument("--k", type=int, required=True)
-    p.add_argument("--code", required=True, choices=("sum", "concat"))
+    p.add_argument("--code", required=True, choices=("sum", "concat", "collage"))
     p.add_argument("--out", required=True)
     p.add_argument("--parity-index", type=int, default=0,
                    help="which parity of a code with r >= 2 parities this model is (0..r-1; train one model each)")
     p.add_argument("--arch", default="same", choices=PARITY_ARCH_CHOICES,
-                   help="same: the base model's; tiled (concat only): one MLP shared by the k tiles")
+                   help="same: the base model's; tiled (concat only): one MLP shared by the k tiles, summed; "
+                        "collage (code collage only): the same MLP answering each tile on its own")
     p.add_argument("--init", default=None, choices=("base", "scratch"),
                    help="starting weights: base (the base model's own; the default with --arch same) or scratch "
                         "(the default for any other --arch)")

@@ -160,8 +160,20 @@ class TiledMLP(nn.Module):
         return torch.einsum("bkc,k->bc", per_tile, self.weights.to(per_tile.dtype))
 
 
+class CollageMLP(TiledMLP):
+    """The collage code's backup model: TiledMLP's shared per-tile network g, but its outputs are
+    the k tiles' predictions side by side, (B, k*C), each read directly as that slot's answer
+    (coders.collage). Costs what TiledMLP costs: k passes of g over thumbnails."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, k*classes)
+        x = self.norm(x)
+        crops = [nn.functional.pad(x[:, :, t:b, l:r], (0, self.tw - (r - l), 0, self.th - (b - t)))
+                 for t, b, l, r in self.tiles]
+        return self.g(torch.stack(crops, 1).flatten(0, 1)).view(x.shape[0], -1)  # (B*k, C) -> (B, k*C)
+
+
 ARCHS: dict[str, Callable[..., nn.Module]] = {"linear": Linear, "mlp": MLP, "lenet5": LeNet5, "resnet18": ResNet18,
-                                              "tiled": TiledMLP}
+                                              "tiled": TiledMLP, "collage": CollageMLP}
 
 
 def build(arch: str, args: dict[str, Any]) -> nn.Module:

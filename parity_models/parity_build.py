@@ -68,10 +68,15 @@ def parity_arch(base_ckpt: dict[str, Any], arch: str, stats: tuple[Any, Any], co
                 index: int = 0) -> tuple[str, dict[str, Any]]:
     """(arch, args) of a built-in parity model: the base's own architecture ('same') or a named one;
     'tiled' (concat only) is told the code's k and its row's output weights."""
+    if (arch == "collage") != (code.name == "collage"):
+        raise ValueError("the collage code's backup model answers each tile: use --code collage with --arch collage"
+                         if arch == "collage" else f"code collage needs --arch collage, not {arch!r}")
     if arch == "same":
         name, args = base_ckpt["arch"], dict(base_ckpt["arch_args"])
     else:
         name, args = arch, {"input_shape": base_ckpt["input_shape"], "num_classes": base_ckpt["num_classes"]}
+    if name == "collage":
+        args["k"] = code.k
     if name == "tiled":
         if code.name != "concat":
             raise ValueError(f"the tiled parity model reads the concat code's tiles; got code {code.name!r}")

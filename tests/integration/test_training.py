@@ -13,12 +13,15 @@ import pytest
 import torch
 
 from coders import make_code
+from frontend.config import FrontendConfig
 from parity_models import checkpoint
 from parity_models.cli import register
 from parity_models.data import Dataset, DatasetError
 from parity_models.evaluate import evaluate, evaluate_learned
 from parity_models.train import ParityConfig, last_path, train_parity
 from parity_models.train_base import BaseConfig, train_base
+from tests.conftest import frontend, worker_servers
+from workers.model import load_model
 
 CHANCE = 10.0  # percent, 10 classes
 
@@ -212,3 +215,38 @@ def test_an_exported_base_needs_a_dataset_that_fits_it(small: Dataset, tmp_path:
     best = train_parity(cfg, small)  # sum code, k=2: an exact parity model exists for a linear base
     assert best["arch"] == "program" and best["meta"]["init"] == "base"
     assert best["meta"]["val"]["recon_top1"] > 5 * CHANCE  # the untrained base's own answers, rebuilt
+
+
+async def test_collage_backup_trains_and_serves_each_tile_directly(base_path: Path, small: Dataset,
+                                                                   tmp_path: Path) -> None:
+    """--code collage --arch collage: trained, scored (each slot read from its tile, no subtraction),
+    served: a stalled worker's queries are answered with the backup's own tile outputs."""
+    out = tmp_path / "collage.pt"
+    best = train_parity(ParityConfig(str(base_path), 2, "collage", str(out), arch="collage", loss="kl", epochs=5,
+                                     batch_size=64, device="cpu", progress=False), small)
+    assert best["arch"] == "collage" and best["meta"]["code"] == "collage"
+    scores = evaluate(base_path, out, device="cpu", data=small)
+    assert 3 * CHANCE < scores["degraded_top1"] <= 100, scores
+    with pytest.raises(ValueError, match="code collage needs --arch collage"):
+        train_parity(ParityConfig(str(base_path), 2, "collage", str(tmp_path / "x.pt"), epochs=1, device="cpu",
+                                  progress=False), small)
+
+    x = small.test_x[:8].numpy().astype(np.float32)  # (8, 1, 28, 28)
+    async with worker_servers([str(base_path), str(base_path), str(out)]) as ws:
+        addr = tuple(("127.0.0.1", w.port) for w in ws)
+        cfg = FrontendConfig(data=addr[:2], parity=addr[2:], k=2, code="collage", deadline_ms=5000,
+                             health_interval_s=5.0, group_timeout_ms=500)
+        async with frontend(cfg) as client:
+            ws[1].faults.set("stall")
+            resp = await client.post("/predict", json={"inputs": x.tolist()})
+            body = await resp.json()
+            ws[1].faults.set("none")
+    assert resp.status == 200, body
+    answers, degraded = np.array(body["outputs"]), np.array(body["degraded"])
+    assert degraded.any()
+    # offline: the backup model on each group's collage, the decoded slot's part of its output
+    code, backup = make_code("collage", 2), load_model(str(out))
+    for i in np.flatnonzero(degraded):
+        group = [i - i % 2, i - i % 2 + 1]  # queries are grouped in arrival order, two at a time
+        parity_out = backup.predict(code.encode(x[group][:, None])[0])  # (1, 2*C)
+        np.testing.assert_allclose(answers[i], code.decode_batch(None, parity_out, i % 2)[0], rtol=1e-4, atol=1e-4)
