@@ -46,5 +46,6 @@ class CollageCode(ConcatCode):
         """parity_out (B, k*C) -> slot ``missing``'s part (B, C); ``data_out`` is not needed."""
         c, rest = divmod(parity_out.shape[-1], self.k)
         if rest or not c:
-            raise CodingError(f"a collage parity output has k*C values per query; got {parity_out.shape[-1]} for k={self.k}")
+            raise CodingError(f"a collage parity output has k*C values per query; "
+                              f"got {parity_out.shape[-1]} for k={self.k}")
         return parity_out[..., missing * c:(missing + 1) * c]

@@ -22,5 +22,6 @@ async def replicas(request: web.Request) -> web.Response:
 
 
 def _slot(w: Worker) -> dict[str, Any]:
-    return {"slot": w.port, "replica": getattr(w, "replica", None), "rank": None if w.info_stale else w.info.get("rank"),
-            "healthy": w.healthy, "in_flight": w.in_flight}
+    rank = None if w.info_stale else w.info.get("rank")
+    return {"slot": w.port, "replica": getattr(w, "replica", None), "rank": rank, "healthy": w.healthy,
+            "in_flight": w.in_flight}

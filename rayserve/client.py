@@ -92,7 +92,8 @@ class RayReplicaClient(WorkerBase):
                 self.directory.forget(replica)
             raise WorkerUnavailable(f"{self.name}: replica {replica} died: {type(exc).__name__}") from None
         except RayTaskError as exc:
-            raise WorkerFailed(f"{self.name}: {exc.cause!r}" if exc.cause is not None else f"{self.name}: {exc}") from None
+            cause = repr(exc.cause) if exc.cause is not None else str(exc)
+            raise WorkerFailed(f"{self.name}: {cause}") from None
         finally:
             calls.discard(response)
 

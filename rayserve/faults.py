@@ -1,10 +1,11 @@
 """Fault injection on Ray: a board (a small named actor per application) holding a fault spec
 (workers.faults grammar) for each replica of a model deployment, addressed by the replica's rank.
 
-Replicas follow it (``FaultFollower``, one long-polling call at a time), so it reaches every replica whatever routes the queries
-(the frontend's pinned calls or Ray's own router) and survives a replica's replacement: the new
-replica takes the dead one's rank, and its spec. Replicas also register their actor, so the harness can kill one by rank (a plan's crash).
-The harness (rayserve.bench) and tests write it.
+Replicas follow it (``FaultFollower``, one long-polling call at a time), so it reaches every
+replica whatever routes the queries (the frontend's pinned calls or Ray's own router) and survives
+a replica's replacement: the new replica takes the dead one's rank, and its spec. Replicas also
+register their actor, so the harness can kill one by rank (a plan's crash). The harness
+(rayserve.bench) and tests write it.
 """
 from __future__ import annotations
 

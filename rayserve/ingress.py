@@ -9,6 +9,8 @@ to ModelReplica deployments. ``predict`` serves other deployments' handle calls 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import os
 import tempfile
 from typing import Any
@@ -16,13 +18,14 @@ from typing import Any
 import aiohttp
 import numpy as np
 from aiohttp import web
+from ray.exceptions import RayError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from frontend.app import create_app
 from frontend.config import FrontendConfig
-from frontend.errors import PayloadTooLarge, ServingError, error_body
-from frontend.handlers import SERVICE
+from frontend.errors import NotReady, PayloadTooLarge, ServingError, error_body
+from frontend.handlers import SERVICE, parse_deadline, validate_queries
 from frontend.pool import WorkerPool
 from rayserve import admin
 from rayserve.client import RayReplicaClient
@@ -52,8 +55,8 @@ class Ingress:
 
     async def _started(self) -> None:
         """Start the frontend on first use (Serve builds the replica outside its event loop)."""
-        if self._starting is None:
-            self._starting = asyncio.ensure_future(self._start())
+        if self._starting is None:  # in a fresh context: the frontend's tasks are no request's children
+            self._starting = asyncio.get_running_loop().create_task(self._start(), context=contextvars.Context())
         await asyncio.shield(self._starting)
 
     async def _start(self) -> None:
@@ -83,10 +86,8 @@ class Ingress:
     @staticmethod
     async def _kick(handle: Any) -> None:
         """One unpinned call, so Ray creates the handle's router, which then reports the replicas."""
-        try:
+        with contextlib.suppress(RayError, asyncio.TimeoutError):  # a dead replica only delays the first report
             await asyncio.wait_for(handle.info.remote(), KICK_TIMEOUT_S)
-        except Exception:  # noqa: BLE001 - a dead replica here only delays the first report
-            pass
 
     async def __del__(self) -> None:  # Serve awaits an async __del__ when it stops the replica
         if self._session is not None:
@@ -120,7 +121,12 @@ class Ingress:
         """For other deployments' handles: (N, *input_shape) float32 -> the answers, as /predict gives them."""
         await self._started()
         assert self._runner is not None
-        answers = await self._runner.app[SERVICE].submit(np.ascontiguousarray(inputs, np.float32), deadline_ms)
+        service = self._runner.app[SERVICE]
+        shape = service.input_shape()
+        if shape is None:
+            raise NotReady("no healthy data worker yet: the model's input shape is unknown")
+        rows = validate_queries(np.asarray(inputs, np.float32), shape, self.cfg.max_queries_per_request)
+        answers = await service.submit(rows, parse_deadline(deadline_ms, self.cfg.max_deadline_ms))
         return {"outputs": np.stack([a.output for a in answers]), "degraded": [a.degraded for a in answers],
                 "default": [a.default for a in answers], "path": [a.path for a in answers]}
 

@@ -70,7 +70,8 @@ class ModelReplica:
         """The model's info as a parm worker reports it, plus this replica's id and fault."""
         self._check_pin(replica)
         self._start()
-        return {**self.model.info, "replica": self.replica_id, "rank": self.rank, "pid": os.getpid(), "fault": self.faults.spec,
+        return {**self.model.info, "replica": self.replica_id, "rank": self.rank, "pid": os.getpid(),
+                "fault": self.faults.spec,
                 "requests_served": self.requests_served}
 
     async def set_fault(self, spec: str, replica: str | None = None) -> str:

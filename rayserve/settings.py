@@ -45,7 +45,7 @@ class RaySettings:
     replica_cpus: float = 1.0
     threads: int = 1                         # torch/OpenMP threads per replica
     max_ongoing_requests: int = 1024        # per replica: the frontend bounds load itself (max_pending)
-    fault_injection: bool = False            # replicas follow the app's fault board (rayserve.faults); off in production
+    fault_injection: bool = False            # replicas follow the app's fault board (rayserve.faults); off in prod
     access_log: bool = False                 # Serve's log line per call (each query costs several)
     drain_timeout_s: float = 5.0
     frontend: dict[str, Any] = field(default_factory=dict)
@@ -108,7 +108,8 @@ class RaySettings:
         data = tuple((f"ray:{DATA}", i) for i in range(layout[DATA]))
         parity = tuple((f"ray:{PARITY}", i) for i in range(layout.get(PARITY, 0)))
         if self.mode in ("equal", "hedged"):  # the config counts the extra replicas as parity's budget
-            data, parity = data[:max(1, len(data) - self.parity_replicas)], data[max(1, len(data) - self.parity_replicas):]
+            cut = max(1, len(data) - self.parity_replicas)
+            data, parity = data[:cut], data[cut:]
         try:
             return FrontendConfig(data=data, parity=parity, k=self.k, r=self.r, code=self.code, mode=self.mode,
                                   **self.frontend)

@@ -19,6 +19,7 @@ ray = pytest.importorskip("ray", reason="Ray is an optional extra: scripts/setup
 from ray import serve  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
 
+from frontend.errors import BadRequest  # noqa: E402
 from rayserve.app import build  # noqa: E402
 from rayserve.faults import POLL_S, board  # noqa: E402
 from workers.model import load_model  # noqa: E402
@@ -54,7 +55,8 @@ def _deploy(name: str, prefix: str, **settings: Any) -> None:
     serve.run(build(args), name=name, route_prefix=prefix, blocking=False)
 
 
-async def _ready(session: aiohttp.ClientSession, url: str, data_workers: int, parity_workers: int = 0) -> dict[str, Any]:
+async def _ready(session: aiohttp.ClientSession, url: str, data_workers: int,
+                 parity_workers: int = 0) -> dict[str, Any]:
     """/ready once the frontend holds this many healthy workers."""
     body: Any = None
     for _ in range(600):
@@ -184,7 +186,8 @@ async def test_the_rest_of_the_api_passes_through_the_ingress(coded_url: str) ->
     async with aiohttp.ClientSession() as session:
         await _ready(session, coded_url, 2, 1)
         body = msgpack.packb({"inputs": x.reshape(2, -1).tolist()})
-        async with session.post(f"{coded_url}/predict", data=body, headers={"Content-Type": "application/msgpack"}) as r:
+        msgpack_type = {"Content-Type": "application/msgpack"}
+        async with session.post(f"{coded_url}/predict", data=body, headers=msgpack_type) as r:
             assert r.status == 200 and r.content_type == "application/msgpack"
             reply = msgpack.unpackb(await r.read())
         assert reply["path"] and len(reply["degraded"]) == 2
@@ -199,6 +202,9 @@ async def test_the_rest_of_the_api_passes_through_the_ingress(coded_url: str) ->
         np.testing.assert_allclose(np.array(v2["outputs"][0]["data"]).reshape(2, -1), LINEAR.predict(x),
                                    rtol=1e-4, atol=1e-4)
 
-    answers = await serve.get_app_handle("coded").predict.remote(x)
+    handle = serve.get_app_handle("coded")
+    answers = await handle.predict.remote(x)
     np.testing.assert_allclose(answers["outputs"], LINEAR.predict(x), rtol=1e-4, atol=1e-4)
     assert len(answers["path"]) == 2
+    with pytest.raises(BadRequest, match="NaN"):  # validated as /predict validates
+        await handle.predict.remote(np.full((1, 784), np.nan, np.float32))
