@@ -22,7 +22,7 @@ LOSS_HELP = ("mse: onto the summed base outputs (ParM); kl: each decoded output'
              "kl-ce: kl plus cross-entropy of each decoded output with its true label; ce-base: cross-entropy of "
              "each decoded output with the base model's top class")
 TABLE_COLUMNS = ("dataset", "k", "code", "groups", "base_top1", "degraded_top1", "recon_top1",
-                 "base_top5", "degraded_top5", "recon_top5")
+                 "base_top5", "degraded_top5", "recon_top5", "parity_cost", "overhead")
 ERASURE_COLUMNS = ("dataset", "code", "k", "r", "missing", "groups", "patterns", "base_top1", "degraded_top1",
                    "recon_top1", "degraded_top5")
 

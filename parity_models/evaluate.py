@@ -15,6 +15,7 @@ from torch import nn
 
 from coders import Code, make_code
 from parity_models import checkpoint
+from parity_models.cost import cost_fields
 from parity_models.data import Dataset, check_fits, dataset_for_model
 from parity_models.device import predict, resolve_device
 
@@ -89,12 +90,14 @@ def evaluate(base_ckpt: dict[str, Any] | str | Path, parity_ckpt: dict[str, Any]
     index = parity_ckpt["meta"].get("parity_index", 0)  # parity model l encodes and decodes with code row l
     code = make_code(code_name, k, index + 1)
     groups = make_groups(len(x), k, seed)
-    base_out = predict(checkpoint.build_model(base_ckpt, dev), x)
-    parity_out = parity_outputs(checkpoint.build_model(parity_ckpt, dev), code, x, groups, index)
+    base_model, parity_model = checkpoint.build_model(base_ckpt, dev), checkpoint.build_model(parity_ckpt, dev)
+    base_out = predict(base_model, x)
+    parity_out = parity_outputs(parity_model, code, x, groups, index)
     metrics = degraded_metrics(base_out, parity_out, groups, y, code, index)
+    cost = cost_fields(base_model, parity_model, tuple(x.shape[1:]), k)  # beside the accuracy it buys
     return {"dataset": data.name, "split": split, "k": k, "code": code_name, "parity_index": index,
             "base_arch": base_ckpt["arch"], "parity_arch": parity_ckpt["arch"], "groups": len(groups), "seed": seed,
-            **metrics}
+            **metrics, **cost}
 
 
 def erasure_patterns(k: int, s: int, seed: int = EVAL_SEED) -> list[tuple[int, ...]]:
@@ -157,8 +160,8 @@ def evaluate_learned(base_ckpt: dict[str, Any] | str | Path, parity_ckpts: list[
 
 def format_table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
     """A plain-text table of ``rows`` (floats with two decimals) for terminals and logs."""
-    cells = [[f"{r.get(c):.2f}" if isinstance(r.get(c), float) else str(r.get(c, "")) for c in columns]
-             for r in rows]
+    cells = [[f"{r.get(c):.2f}" if isinstance(r.get(c), float) else "-" if r.get(c) is None else str(r[c])
+              for c in columns] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
     lines = ["  ".join(c.rjust(w) for c, w in zip(columns, widths))]
     lines += ["  ".join(v.rjust(w) for v, w in zip(row, widths)) for row in cells]
