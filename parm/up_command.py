@@ -18,7 +18,7 @@ from frontend.config import FrontendConfig
 from frontend.errors import ConfigError
 from parm import cluster_state
 from parm.commands import add_frontend_arguments, config_from_args, read_worker_secret, run_on_loop, serve_until_signal
-from parm.up_models import AUTO, parity_models, resolve_code
+from parm.up_models import AUTO, parity_cost, parity_models, parity_workers, resolve_code
 from workers.auth import new_secret
 from workers.cluster import LocalCluster, WorkerSpec, cluster_specs
 from workers.faults import parse as parse_fault
@@ -32,6 +32,7 @@ class UpPlan:
     """What ``parm up`` will start, decided from the flags alone (nothing started yet)."""
     code: str
     specs: list[WorkerSpec]
+    parity_cost: float | None = None  # base queries one parity query costs (MACs); None: not counted
 
     def models(self, role: str) -> list[str]:
         return list(dict.fromkeys(s.model for s in self.specs if s.role == role))
@@ -48,6 +49,9 @@ def register(subparsers: Any) -> None:
                          "(parity worker i runs model i mod r); a builtin:NAME:key=value,... spec keeps its own "
                          "parameters (default for builtin:linear: its exact sum-code parity models)")
     up.add_argument("--workers", type=int, default=2, help="number of data workers N (parity/extra: N/k)")
+    up.add_argument("--parity-workers", type=int, default=None,
+                    help="parity (or extra) workers; default r*ceil(N/k x the parity model's cost in base "
+                         "queries, when it costs more than one): parity keeps pace with the data workers")
     up.add_argument("--max-batch", type=int, default=32, help="requests per worker batch")
     up.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="where workers run models")
     up.add_argument("--fault", action="append", default=[], metavar="INDEX=SPEC",
@@ -78,10 +82,18 @@ def plan_up(args: argparse.Namespace) -> UpPlan:
     if args.r < 1:  # checked here too: the number of workers to start depends on it
         raise ConfigError(f"r must be >= 1, got {args.r}")
     code = resolve_code(args.model, args.parity_model, args.code, args.mode)
-    n_extra = max(args.r, args.r * args.workers // args.k) if args.mode != "none" else 0
     # parity worker i runs parity model i mod r, and there are at least r of them: one per index
     extra_models = (parity_models(args.model, args.parity_model, args.k, args.r, code)
                     if args.mode == "coded" else [args.model])
+    cost = parity_cost(args.model, extra_models) if args.mode == "coded" else None
+    if args.mode == "none":
+        n_extra = 0
+    elif args.parity_workers is not None:
+        if args.parity_workers < args.r:
+            raise ConfigError(f"--parity-workers must be >= r={args.r}, got {args.parity_workers}")
+        n_extra = args.parity_workers
+    else:  # equal/hedged get as many replicas as coded mode would get parity workers for this model
+        n_extra = parity_workers(args.workers, args.k, args.r, cost)
     faults = parse_faults(args.fault, args.workers)
     specs = cluster_specs(args.workers, n_extra, args.mode, args.model, extra_models,
                           max_batch=args.max_batch, device=args.device)
@@ -90,7 +102,7 @@ def plan_up(args: argparse.Namespace) -> UpPlan:
     # the frontend's settings are checked now too, on stand-in addresses, not after N model loads
     stand_in = tuple(("127.0.0.1", 1 + i) for i, _ in enumerate(specs))
     config_from_args(args, stand_in[:args.workers], stand_in[args.workers:], worker_secret="-", code=code)
-    return UpPlan(code, specs)
+    return UpPlan(code, specs, cost)
 
 
 def run_up(args: argparse.Namespace) -> int:
@@ -151,6 +163,10 @@ def banner(cfg: FrontendConfig, plan: UpPlan, cluster: LocalCluster, port: int, 
              f"Ctrl-C stops it",
              f"  model {', '.join(plan.models('data'))}" +
              (f"; parity model {', '.join(plan.models('parity'))}" if cfg.mode == "coded" else "")]
+    if plan.parity_cost is not None:
+        n_parity = sum(1 for s in plan.specs if s.role == "parity")
+        lines.append(f"  a parity query costs {plan.parity_cost:.2f} base queries (MACs): {n_parity} parity workers, "
+                     f"overhead {plan.parity_cost * cfg.r / cfg.k:.0%} of the data work")
     for role, label in (("data", "data workers:  "), ("parity", f"{extra} workers:")):
         listed = [f"{e.role}:{e.index}={e.address}" for e in entries if e.role == role]
         lines.append(f"  {label} {'  '.join(listed) or '-'}")

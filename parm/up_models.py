@@ -3,6 +3,8 @@ learned parity model per parity index 0..r-1) or the defaults, checked against t
 anything starts; ``--code auto`` (the default) is the code those parity models were made for."""
 from __future__ import annotations
 
+import math
+
 import re
 
 from frontend.errors import ConfigError
@@ -115,3 +117,31 @@ def _meta_index(spec: str, meta: dict[str, object]) -> int:
     if not isinstance(index, int) or isinstance(index, bool) or index < 0:
         raise ConfigError(f"--parity-model {spec}: meta parity_index={index!r} is not an index 0, 1, ...")
     return index
+
+
+def parity_cost(model: str, parity_specs: list[str]) -> float | None:
+    """How many base queries one parity query costs (MACs, parity_models.cost), the most costly
+    of the parity models; None when it cannot be counted (builtin or exported models)."""
+    if model.startswith(BUILTIN) or not parity_specs or any(s.startswith(BUILTIN) for s in parity_specs):
+        return None
+    import torch
+
+    from parity_models import checkpoint  # torch only for checkpoint deployments
+    from parity_models.cost import macs_per_query
+
+    base = checkpoint.load(model)
+    shape = tuple(base["input_shape"])
+    base_macs = macs_per_query(checkpoint.build_model(base, torch.device("cpu")), shape)
+    costs = [macs_per_query(checkpoint.build_model(checkpoint.load(s), torch.device("cpu")), shape)
+             for s in dict.fromkeys(parity_specs)]
+    if not base_macs or any(c is None for c in costs):
+        return None
+    return max(c for c in costs if c is not None) / base_macs
+
+
+def parity_workers(n: int, k: int, r: int, cost: float | None) -> int:
+    """Parity workers for n data workers: r per k data workers (at least r), and more when a parity
+    query costs more than a base query, so that they keep pace with the data workers."""
+    if cost is None or cost <= 1:
+        return max(r, r * n // k)
+    return max(r, math.ceil(r * n * cost / k - 1e-9))

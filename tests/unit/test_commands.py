@@ -1,6 +1,8 @@
 """CLI settings are checked before anything starts: bad pairs, bad fault flags, bad config."""
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from frontend.config import FrontendConfig, parse_address
@@ -10,7 +12,7 @@ from parity_models.models import Linear
 from parm.cli import build_parser, main
 from parm.commands import config_from_args
 from parm.up_command import parse_faults, plan_up
-from parm.up_models import default_parity_model, parity_models, resolve_code, split_models
+from parm.up_models import default_parity_model, parity_models, parity_workers, resolve_code, split_models
 from workers.cluster import cluster_specs
 
 
@@ -164,3 +166,29 @@ def test_event_loop_choice() -> None:
     assert run_on_loop(loop_kind(), "asyncio").startswith("asyncio")
     with pytest.raises(ConfigError, match="--event-loop must be one of"):
         run_on_loop(loop_kind(), "trio")
+
+
+def test_parm_up_sizes_parity_workers_for_a_parity_model_that_costs_more(tmp_path) -> None:
+    """A collage backup at k=4 costs ~1.9 base MLP queries (MACs): 8 data workers get 4 parity
+    workers, not 2, and the banner's plan says so; a base-sized parity model keeps N/k."""
+    from parity_models.models import MLP, CollageMLP
+
+    shape = [1, 28, 28]
+    base = checkpoint.make_checkpoint(MLP(shape, 10), kind="base", arch="mlp", arch_args={"input_shape": shape},
+                                      input_shape=shape, num_classes=10, meta={})
+    checkpoint.save(base, tmp_path / "base.pt")
+    meta = {"k": 4, "code": "collage", "base_id": checkpoint.model_id(base)}
+    collage = checkpoint.make_checkpoint(CollageMLP(shape, 10, k=4), kind="parity", arch="collage",
+                                         arch_args={"input_shape": shape, "k": 4}, input_shape=shape,
+                                         num_classes=10, meta=meta)
+    checkpoint.save(collage, tmp_path / "collage.pt")
+    argv = ["up", "--model", str(tmp_path / "base.pt"), "--parity-model", str(tmp_path / "collage.pt"), "--k", "4",
+            "--workers", "8"]
+    plan = plan_up(build_parser().parse_args(argv))
+    assert plan.code == "collage" and 1.5 < plan.parity_cost < 2.5
+    assert sum(s.role == "parity" for s in plan.specs) == math.ceil(8 * plan.parity_cost / 4)
+    fixed = plan_up(build_parser().parse_args([*argv, "--parity-workers", "2"]))
+    assert sum(s.role == "parity" for s in fixed.specs) == 2
+    with pytest.raises(ConfigError, match="--parity-workers must be >= r=1"):
+        plan_up(build_parser().parse_args([*argv, "--parity-workers", "0"]))
+    assert parity_workers(8, 4, 1, None) == 2 and parity_workers(8, 4, 1, 0.5) == 2  # cheaper: still r per k
