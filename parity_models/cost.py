@@ -38,7 +38,8 @@ def macs_per_query(model: nn.Module, input_shape: Sequence[int]) -> int | None:
     return total[0]
 
 
-def cost_fields(base: nn.Module, parity: nn.Module, input_shape: Sequence[int], k: int, r: int = 1) -> dict[str, float | None]:
+def cost_fields(base: nn.Module, parity: nn.Module, input_shape: Sequence[int], k: int,
+                r: int = 1) -> dict[str, float | None]:
     """{"base_macs", "parity_macs", "parity_cost" (parity / base MACs), "overhead" (r parity queries
     per k data queries, at that cost)}; None where a model's MACs cannot be counted."""
     b, p = macs_per_query(base, input_shape), macs_per_query(parity, input_shape)
