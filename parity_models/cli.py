@@ -34,15 +34,17 @@ def _quiet_openmp() -> None:
 
 
 def _friendly(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Report a missing dataset, a bad checkpoint or a mismatched pair in one line, exit status 2."""
+    """Report a missing dataset, a bad checkpoint, a mismatched pair or settings that do not go together in one
+    line, exit status 2."""
     @functools.wraps(func)
     def run(args: argparse.Namespace) -> int:
         from parity_models.checkpoint import CheckpointError
         from parity_models.data import DatasetError
+        from parity_models.errors import SetupError
 
         try:
             return func(args)
-        except (CheckpointError, DatasetError) as exc:
+        except (CheckpointError, DatasetError, SetupError) as exc:
             print(f"parm {getattr(args, 'command', '')}: {exc}", file=sys.stderr)
             return 2
     return run
@@ -69,7 +71,8 @@ def _train_parity(args: argparse.Namespace) -> int:
     from parity_models.train import ParityConfig, last_path, train_parity
 
     cfg = ParityConfig(args.base, args.k, args.code, args.out, parity_index=args.parity_index, arch=args.arch,
-                       init=args.init, epochs=args.epochs, time_budget=args.time_budget, loss=args.loss,
+                       init=args.init, cost_budget=args.cost_budget, epochs=args.epochs,
+                       time_budget=args.time_budget, loss=args.loss,
                        dataset=args.dataset, resume=args.resume, device=args.device, seed=args.seed,
                        batch_size=args.batch_size, lr=args.lr, data_dir=args.data_dir, progress=not args.quiet)
     ckpt = train_parity(cfg)
@@ -159,6 +162,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--init", default=None, choices=("base", "scratch"),
                    help="starting weights: base (the base model's own; the default with --arch same) or scratch "
                         "(the default for any other --arch)")
+    p.add_argument("--cost-budget", type=float, default=None, metavar="C",
+                   help="tiled/collage: size the per-tile network (hidden h, h/2) so a parity query costs at most "
+                        "C base queries in MACs, e.g. 1 for ParM's cost (default: hidden 256, 128)")
     p.add_argument("--epochs", type=int, default=None, help="default: 30, or unbounded with --time-budget")
     p.add_argument("--time-budget", type=float, default=None, help="seconds of training (the lr decays to 0 then)")
     p.add_argument("--loss", default="mse", choices=LOSS_CHOICES, help=LOSS_HELP)

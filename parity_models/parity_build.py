@@ -14,7 +14,9 @@ from torch import nn
 
 from coders import Code
 from parity_models import programs
+from parity_models.errors import SetupError
 from parity_models.models import Normalize, build
+from parity_models.sizing import SIZED_ARCHS, fit_hidden
 
 INITS = ("base", "scratch")
 
@@ -65,11 +67,12 @@ def matched_norm(base_norm: tuple[Any, Any], data: tuple[Any, Any], encoded: tup
 
 
 def parity_arch(base_ckpt: dict[str, Any], arch: str, stats: tuple[Any, Any], code: Code,
-                index: int = 0) -> tuple[str, dict[str, Any]]:
+                index: int = 0, cost_budget: float | None = None) -> tuple[str, dict[str, Any]]:
     """(arch, args) of a built-in parity model: the base's own architecture ('same') or a named one;
-    'tiled' (concat only) is told the code's k and its row's output weights."""
+    'tiled' (concat only) is told the code's k and its row's output weights. ``cost_budget`` (tiled and
+    collage only) sizes their per-tile network to at most that many base queries' MACs (sizing.py)."""
     if (arch == "collage") != (code.name == "collage"):
-        raise ValueError("the collage code's backup model answers each tile: use --code collage with --arch collage"
+        raise SetupError("the collage code's backup model answers each tile: use --code collage with --arch collage"
                          if arch == "collage" else f"code collage needs --arch collage, not {arch!r}")
     if arch == "same":
         name, args = base_ckpt["arch"], dict(base_ckpt["arch_args"])
@@ -79,10 +82,12 @@ def parity_arch(base_ckpt: dict[str, Any], arch: str, stats: tuple[Any, Any], co
         args["k"] = code.k
     if name == "tiled":
         if code.name != "concat":
-            raise ValueError(f"the tiled parity model reads the concat code's tiles; got code {code.name!r}")
+            raise SetupError(f"the tiled parity model reads the concat code's tiles; got code {code.name!r}")
         args.update(k=code.k, weights=[float(w) for w in code.coeffs[index]])
     if name != "linear":  # every other architecture starts with a Normalize layer
         args["mean"], args["std"] = stats
+    if cost_budget is not None:
+        args["hidden"] = fit_hidden(base_ckpt, name, args, cost_budget)
     return name, args
 
 
@@ -91,22 +96,26 @@ def resolve_init(init: str | None, same_arch: bool) -> str:
     if init is None:
         return "base" if same_arch else "scratch"
     if init not in INITS:
-        raise ValueError(f"unknown init {init!r}; known: {', '.join(INITS)}")
+        raise SetupError(f"unknown init {init!r}; known: {', '.join(INITS)}")
     if init == "base" and not same_arch:
-        raise ValueError("init 'base' copies the base model's weights: it needs --arch same")
+        raise SetupError("init 'base' copies the base model's weights: it needs --arch same")
     return init
 
 
 def build_parity(base_ckpt: dict[str, Any], arch: str, init: str | None, code: Code, train_x: torch.Tensor,
-                 index: int = 0, seed: int = 0, device: str | torch.device = "cpu") -> ParityModel:
+                 index: int = 0, seed: int = 0, device: str | torch.device = "cpu",
+                 cost_budget: float | None = None) -> ParityModel:
     """The parity model of parity row ``index`` for ``base_ckpt``, on ``device``; train_x (N, *S) images."""
     same = arch == "same"
     init = resolve_init(init, same)
     per_channel = isinstance(base_ckpt["arch_args"].get("mean"), list)
     encoded = encoded_stats(code, train_x, per_channel, seed=seed, index=index)
+    if cost_budget is not None and arch not in SIZED_ARCHS:
+        raise SetupError(f"--cost-budget sizes the {' and '.join(SIZED_ARCHS)} backup networks; --arch {arch} "
+                         "has the base's cost or its own fixed size")
     if same and base_ckpt["arch"] == programs.PROGRAM_ARCH:
         return _program_parity(base_ckpt, init, _stats(train_x, per_channel), encoded, seed, device)
-    name, args = parity_arch(base_ckpt, arch, encoded, code, index)
+    name, args = parity_arch(base_ckpt, arch, encoded, code, index, cost_budget)
     module = build(name, args)  # scratch weights from the global generator, seeded by train_parity
     if init == "base":
         load_base_weights(module, base_ckpt["state_dict"])
@@ -121,7 +130,7 @@ def load_base_weights(module: nn.Module, state_dict: dict[str, torch.Tensor]) ->
     missing, unexpected = module.load_state_dict({k: v for k, v in state_dict.items() if k not in norm_keys},
                                                  strict=False)
     if unexpected or set(missing) - norm_keys:
-        raise ValueError(f"base weights do not fit the parity model: missing {sorted(set(missing) - norm_keys)}, "
+        raise SetupError(f"base weights do not fit the parity model: missing {sorted(set(missing) - norm_keys)}, "
                          f"unexpected {sorted(unexpected)}")
 
 

@@ -20,6 +20,7 @@ from coders import make_code
 from parity_models import checkpoint
 from parity_models.data import Dataset, check_fits, dataset_for_model
 from parity_models.device import predict, resolve_device
+from parity_models.errors import SetupError
 from parity_models.evaluate import degraded_metrics, make_groups, parity_outputs
 from parity_models.losses import LABELLED, LOSSES, parity_loss
 from parity_models.parity_build import ParityModel, build_parity, encoded_stats, parity_arch, sample_tuples
@@ -39,6 +40,7 @@ class ParityConfig:
     parity_index: int = 0  # which of the code's parity rows this model learns (r >= 2: one model per row)
     arch: str = "same"  # same | mlp | lenet5 | resnet18 | tiled (concat only)
     init: str | None = None  # base (the base model's weights; default for arch same) | scratch
+    cost_budget: float | None = None  # tiled/collage: size the per-tile network to <= this many base queries' MACs
     epochs: int | None = None
     time_budget: float | None = None  # seconds of training loop (setup excluded), over all resumes
     loss: str = "mse"  # losses.LOSSES: mse (ParM's regression onto the summed outputs), kl, kl-ce, ce-base
@@ -73,14 +75,14 @@ def cosine_lr(base_lr: float, progress: float) -> float:
 def train_parity(cfg: ParityConfig, data: Dataset | None = None) -> dict[str, Any]:
     """Train a parity model for the base checkpoint ``cfg.base``; returns the best checkpoint."""
     if cfg.loss not in LOSSES:
-        raise ValueError(f"unknown loss {cfg.loss!r}; known: {', '.join(LOSSES)}")
+        raise SetupError(f"unknown loss {cfg.loss!r}; known: {', '.join(LOSSES)}")
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     base_ckpt = checkpoint.load(cfg.base)
     data = data or dataset_for_model(base_ckpt, cfg.dataset, cfg.data_dir)
     check_fits(base_ckpt, data)
     if cfg.parity_index < 0:
-        raise ValueError(f"parity_index must be >= 0, got {cfg.parity_index}")
+        raise SetupError(f"parity_index must be >= 0, got {cfg.parity_index}")
     code = make_code(cfg.code, cfg.k, cfg.parity_index + 1)  # rows 0..parity_index; this model learns the last
     index = cfg.parity_index
     code.check_input_shape(tuple(data.input_shape))
@@ -99,7 +101,8 @@ def train_parity(cfg: ParityConfig, data: Dataset | None = None) -> dict[str, An
         parity = ParityModel(checkpoint.build_model(resumed, device), resumed["arch"], resumed["arch_args"],
                              resumed["meta"].get("init", "scratch"), resumed.get("program"))
     else:
-        parity = build_parity(base_ckpt, cfg.arch, cfg.init, code, train_x, index, cfg.seed, device)
+        parity = build_parity(base_ckpt, cfg.arch, cfg.init, code, train_x, index, cfg.seed, device,
+                              cfg.cost_budget)
     model, arch, arch_args = parity.module, parity.arch, parity.arch_args
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     meta = {"k": cfg.k, "code": cfg.code, "parity_index": index, "base_id": checkpoint.model_id(base_ckpt),

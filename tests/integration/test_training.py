@@ -250,3 +250,28 @@ async def test_collage_backup_trains_and_serves_each_tile_directly(base_path: Pa
         group = [i - i % 2, i - i % 2 + 1]  # queries are grouped in arrival order, two at a time
         parity_out = backup.predict(code.encode(x[group][:, None])[0])  # (1, 2*C)
         np.testing.assert_allclose(answers[i], code.decode_batch(None, parity_out, i % 2)[0], rtol=1e-4, atol=1e-4)
+
+
+def test_cost_budget_sizes_the_backup_to_one_base_query_through_the_cli(base_path: Path, small: Dataset,
+                                                                        tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """--cost-budget 1: the tiled network is the widest costing one base query (MACs, recorded in the
+    checkpoint, scored by eval); settings that do not go together are one line and exit status 2."""
+    out, result = tmp_path / "tiled1.pt", tmp_path / "eval.json"
+    cli = _cli()
+    data_dir = ["--dataset", "fashion-mnist", "--device", "cpu"]
+    with pytest.MonkeyPatch.context() as mp:  # the CLI reads the dataset by name: hand it the slice
+        mp.setattr("parity_models.train.dataset_for_model", lambda *a, **kw: small)
+        mp.setattr("parity_models.evaluate.dataset_for_model", lambda *a, **kw: small)
+        assert _run(cli, "train-parity", "--base", str(base_path), "--k", "4", "--code", "concat", "--arch", "tiled",
+                    "--cost-budget", "1", "--loss", "kl", "--epochs", "2", "--quiet", "--out", str(out), *data_dir) == 0
+        assert _run(cli, "eval", "--base", str(base_path), "--parity", str(out), "--json", str(result),
+                    *data_dir) == 0
+        scores = json.loads(result.read_text())
+        assert 0.95 < scores["parity_cost"] <= 1.0 and scores["overhead"] == pytest.approx(scores["parity_cost"] / 4)
+        assert checkpoint.load(out)["arch_args"]["hidden"][0] < 256  # narrower than the default (256, 128)
+        capsys.readouterr()
+        assert _run(cli, "train-parity", "--base", str(base_path), "--k", "4", "--code", "concat",
+                    "--cost-budget", "1", "--epochs", "1", "--quiet", "--out", str(tmp_path / "x.pt"), *data_dir) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("parm train-parity: --cost-budget sizes the tiled and collage") and "\n" not in err
