@@ -18,12 +18,12 @@ from typing import Any
 import numpy as np
 
 from coders import Code
-from frontend import clock
+from frontend import fallback
 from frontend.decode_policy import DecodePolicy, MissingSlot, WorkerLatencies
 from frontend.errors import WorkerError
-from frontend.fallback import CopyBudget, fetch_with_fallback
+from frontend.fallback import CopyBudget
 from frontend.group import Delivery, Group
-from frontend.hedging import HedgePolicy, LatencyTracker
+from frontend.hedging import HedgePolicy, LatencyTracker, hedged_fetch
 from frontend.pool import WorkerPool
 from frontend.query import Answer, Query
 from frontend.stats import Stats
@@ -64,6 +64,7 @@ class GroupRun:
         self.hedge = hedge                    # hedged mode: re-send a slow query to another replica
         self.fallback_hedge = fallback_hedge  # coded mode: re-send an overdue query the code cannot rebuild
         self.copy_budget = copy_budget if copy_budget is not None else CopyBudget()  # shared by the service
+        self.fallback_timers: dict[int, asyncio.TimerHandle] = {}  # slot -> when its request is overdue
 
     @property
     def closed(self) -> bool:
@@ -74,7 +75,7 @@ class GroupRun:
         self.copy_budget.earn()
         self.queries.append(query)
         query.future.add_done_callback(lambda _f: self._maybe_finish())
-        self._spawn(self._run_data(slot))
+        self.spawn(self._run_data(slot))
 
     def close(self) -> None:
         """No more queries: build the state machine, replay early outputs, send the parity queries."""
@@ -101,20 +102,29 @@ class GroupRun:
 
     # -- work ---------------------------------------------------------------------------
 
-    def _spawn(self, coro: Any) -> None:
+    def spawn(self, coro: Any) -> None:
+        """Run ``coro`` as this group's work: held until done, cancelled when the group finishes."""
         task = asyncio.create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
     async def _run_data(self, slot: int) -> None:
         if self.hedge is not None:
-            out = await self._hedged_fetch(slot)
+            out = await hedged_fetch(self, slot)
         elif self.fallback_hedge and self.code is not None:
-            out = await fetch_with_fallback(self, slot)
+            asyncio.get_running_loop().call_soon(self._arm_fallback, slot)  # runs once the request is out
+            out = await self.fetch(slot)
+            timer = self.fallback_timers.pop(slot, None)
+            if timer is not None:
+                timer.cancel()
         else:
             out = await self.fetch(slot)
         if out is not None:
             self.on_output(slot, out)
+
+    def _arm_fallback(self, slot: int) -> None:
+        if not self.finished and not self.queries[slot].future.done():
+            self.fallback_timers[slot] = fallback.arm(self, slot)
 
     def decodable(self) -> bool:
         """The group could rebuild its missing outputs now (so the decode policy, not a re-send, covers them)."""
@@ -158,33 +168,6 @@ class GroupRun:
             await asyncio.sleep(min(self.backoff_s * 2 ** min(attempt, 10), MAX_BACKOFF_S))
         return None
 
-    async def _hedged_fetch(self, slot: int) -> np.ndarray | None:
-        """The Tail at Scale: after the hedge delay, a second copy goes to another replica; the
-        first output wins and the other copy is cancelled, so a query is answered once."""
-        assert self.hedge is not None
-        # The record is of whole queries, from the first copy: recording only the copies that
-        # won would drop the slow ones, bias the p95 low and hedge far more than 5%.
-        t0 = clock.now()
-        copies = [asyncio.ensure_future(self.fetch(slot, record=False))]
-        try:
-            done, _ = await asyncio.wait(copies, timeout=self.hedge.delay_s())
-            if not done:
-                self.stats.hedges += 1
-                copies.append(asyncio.ensure_future(self.fetch(slot, record=False)))  # avoids self.used
-                done, _ = await asyncio.wait(copies, return_when=asyncio.FIRST_COMPLETED)
-            winner = done.pop()
-            if winner is not copies[0]:
-                self.stats.hedge_wins += 1
-                self.won_by[slot] = "hedge"
-            out = winner.result()
-            if out is not None:
-                self.latency.record(clock.now() - t0)
-            return out
-        finally:
-            for c in copies:
-                c.cancel()
-            await asyncio.gather(*copies, return_exceptions=True)
-
     def _send_parities(self) -> None:
         """Encode the r parity queries once, and send each to its own parity worker."""
         assert self.code is not None and self.group is not None
@@ -199,7 +182,7 @@ class GroupRun:
         parities = self.code.encode(stacked)  # (r, 1, *S), numpy: no torch dispatch on the hot path
         self.stats.encode_seconds += time.perf_counter() - t0
         for i in range(self.code.r):
-            self._spawn(self._run_parity(self.code.k + i, parities[i]))
+            self.spawn(self._run_parity(self.code.k + i, parities[i]))
 
     async def _run_parity(self, slot: int, query: np.ndarray) -> None:
         """query (1, *S) -> the parity output of ``slot``, from a worker whose model serves that parity
@@ -294,6 +277,9 @@ class GroupRun:
             self.stats.decodes_avoided += 1  # the real outputs came in while the decode waited
         elif self._waited:
             self.stats.decodes_after_wait += 1
+        for timer in self.fallback_timers.values():
+            timer.cancel()
+        self.fallback_timers.clear()
         for task in self.tasks:
             task.cancel()  # stragglers and an unneeded parity request; late outputs are dropped
         self.on_finished(self)

@@ -1,7 +1,8 @@
 """Hedging for what coding cannot cover: a query whose output is overdue while its group cannot
 rebuild it (a partial group closed by the timeout, two slow members with r=1, a slow parity
-worker) gets one second copy on a worker the group does not use. The first output wins; the
-query is answered once, and the loser is cancelled. Queries the code can rebuild are left to the
+worker) gets one second copy on a worker the group does not use (a timer per query, armed when its
+request goes out). The first output wins; the query is answered once, and the loser is cancelled (a
+losing first request with the group's other leftovers, when the group finishes). Queries the code can rebuild are left to the
 decode policy, so this adds requests only for the rare overdue, undecodable query, and a budget
 caps the copies at a fraction of the queries: copies add load, and without a cap an overloaded
 cluster makes more queries overdue, which sends more copies (a run at 50% load collapsed so).
@@ -43,33 +44,34 @@ class CopyBudget:
         return True
 
 
-async def fetch_with_fallback(run: GroupRun, slot: int) -> np.ndarray | None:
-    """slot's (C,) output from its own request or, once that is overdue and undecodable, from a copy."""
-    first = asyncio.ensure_future(run.fetch(slot))
-    tasks = {first}
-    try:
-        await asyncio.sleep(0)  # let the first request go out, so its worker and send time are known
-        done, _ = await asyncio.wait(tasks, timeout=_overdue_in(run, slot))
-        if not done and not run.finished and not run.decodable():
-            spare = run.pool.pick(run.pool.data, avoid=run.used)
-            if spare is not None and run.copy_budget.spend():
-                run.used.add(spare)
-                run.stats.fallback_hedges += 1
-                tasks.add(asyncio.ensure_future(_copy(run, slot, spare)))
-        while tasks:
-            done, tasks = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                out = task.result()
-                if out is not None:
-                    if task is not first:
-                        run.stats.fallback_hedge_wins += 1
-                        run.won_by[slot] = "copy"
-                    return out
-        return None
-    finally:
-        for task in (first, *tasks):
-            task.cancel()
-        await asyncio.gather(first, *tasks, return_exceptions=True)
+def arm(run: GroupRun, slot: int) -> asyncio.TimerHandle:
+    """Once slot's first request is out (its worker and send time known): a timer for when it is overdue.
+    A timer, not a task and waits per query: most outputs come in time and the timer is simply cancelled."""
+    return asyncio.get_running_loop().call_later(_overdue_in(run, slot), _on_overdue, run, slot)
+
+
+def _on_overdue(run: GroupRun, slot: int) -> None:
+    """slot's output is overdue: send one copy to a spare data worker unless the group is done, the query
+    answered, or the code can rebuild it (then the decode policy covers it)."""
+    run.fallback_timers.pop(slot, None)
+    if run.finished or run.queries[slot].future.done() or run.decodable():
+        return
+    spare = run.pool.pick(run.pool.data, avoid=run.used)
+    if spare is None or not run.copy_budget.spend():
+        return
+    run.used.add(spare)
+    run.stats.fallback_hedges += 1
+    run.spawn(_copy_and_deliver(run, slot, spare))
+
+
+async def _copy_and_deliver(run: GroupRun, slot: int, worker: Worker) -> None:
+    """The copy's output answers the query if the first request has not; the first request is cancelled
+    with the group's other leftovers when the group finishes."""
+    out = await _copy(run, slot, worker)
+    if out is not None and not run.queries[slot].future.done():
+        run.stats.fallback_hedge_wins += 1
+        run.won_by[slot] = "copy"
+        run.on_output(slot, out)
 
 
 def _overdue_in(run: GroupRun, slot: int) -> float:
