@@ -59,6 +59,9 @@ class WorkerLatencies:
         self.by_worker: dict[str, dict[Hashable, SurvivalTracker]] = {kind: {} for kind in self.KINDS}
         self.overall = {kind: SurvivalTracker(2048) for kind in self.KINDS}
         self.free_at: dict[Hashable, float] = {}
+        # (worker, q, kind) -> percentile(): the hot path asks several times per query, and the answer
+        # only changes when a tracker recomputes (every RECOMPUTE_EVERY samples) or is still filling
+        self._memo: dict[tuple[Hashable | None, float, str], float | None] = {}
 
     @property
     def all(self) -> SurvivalTracker:
@@ -75,12 +78,22 @@ class WorkerLatencies:
             tracker = self.by_worker[kind].get(worker)
             if tracker is None:
                 tracker = self.by_worker[kind][worker] = SurvivalTracker(self.size)
-            tracker.record(value, censored)
-            self.overall[kind].record(value, censored)
+            overall = self.overall[kind]
+            changed = tracker.record(value, censored) | overall.record(value, censored)
+            if changed or len(tracker) <= MIN_SAMPLES or len(overall) <= MIN_SAMPLES:
+                self._memo.clear()
 
     def percentile(self, worker: Hashable | None, q: float, kind: str = "place") -> float | None:
         """The q-th percentile of ``kind`` for ``worker``: the lower of its own (once it has MIN_SAMPLES)
         and the cluster's, so a worker that is slow for good is still decoded around; None: no data."""
+        key = (worker, q, kind)
+        try:
+            return self._memo[key]
+        except KeyError:
+            value = self._memo[key] = self._percentile(worker, q, kind)
+            return value
+
+    def _percentile(self, worker: Hashable | None, q: float, kind: str) -> float | None:
         overall = self.overall[kind]
         cluster = overall.percentile(q) if len(overall) >= MIN_SAMPLES else None
         tracker = self.by_worker[kind].get(worker) if worker is not None else None

@@ -25,13 +25,16 @@ class SurvivalTracker:
     def __len__(self) -> int:
         return len(self._values)
 
-    def record(self, seconds: float, censored: bool = False) -> None:
+    def record(self, seconds: float, censored: bool = False) -> bool:
+        """Add a sample; True when this dropped the cached percentiles (they may now change)."""
         self._values.append(seconds)
         self._censored.append(censored)
         self._since += 1
         if self._since >= RECOMPUTE_EVERY:
             self._since = 0
             self._cache.clear()
+            return True
+        return False
 
     def percentile(self, q: float) -> float:
         """The q-th percentile (0-100). When the censored samples leave the estimate short of q (too many

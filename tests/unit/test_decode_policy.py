@@ -104,3 +104,19 @@ def test_fallback_copies_are_capped_at_a_fraction_of_the_queries() -> None:
     assert budget.spend() and not budget.spend()  # one copy per 20 queries
     budget.earn(10_000)
     assert budget.tokens == 2.0  # never more than the burst
+
+
+def test_memoised_percentiles_equal_a_fresh_computation_at_every_step() -> None:
+    """WorkerLatencies memoises percentile() between tracker recomputations; across filling, recomputes,
+    censored samples and several workers and kinds it must answer exactly what it would compute afresh."""
+    import random
+
+    rng = random.Random(7)
+    lat = WorkerLatencies(size=100)
+    for step in range(600):
+        worker = rng.choice("abc")
+        lat.record(worker, rng.expovariate(100.0), ahead=rng.choice([0, 0, 1, 3]), censored=rng.random() < 0.1)
+        for w in ("a", "b", "c", "never-seen", None):
+            for q in (50.0, 95.0):
+                for kind in WorkerLatencies.KINDS:
+                    assert lat.percentile(w, q, kind) == lat._percentile(w, q, kind), (step, w, q, kind)
