@@ -2,10 +2,11 @@
 rebuild it (a partial group closed by the timeout, two slow members with r=1, a slow parity
 worker) gets one second copy on a worker the group does not use (a timer per query, armed when its
 request goes out). The first output wins; the query is answered once, and the loser is cancelled (a
-losing first request with the group's other leftovers, when the group finishes). Queries the code can rebuild are left to the
-decode policy, so this adds requests only for the rare overdue, undecodable query, and a budget
-caps the copies at a fraction of the queries: copies add load, and without a cap an overloaded
-cluster makes more queries overdue, which sends more copies (a run at 50% load collapsed so).
+losing first request with the group's other leftovers, when the group finishes). Queries the code
+can rebuild are left to the decode policy, so this adds requests only for the rare overdue,
+undecodable query, and a budget caps the copies at a fraction of the queries: copies add load, and
+without a cap an overloaded cluster makes more queries overdue, which sends more copies (a run at
+50% load collapsed so).
 """
 from __future__ import annotations
 

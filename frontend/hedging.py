@@ -88,4 +88,3 @@ async def hedged_fetch(run: GroupRun, slot: int) -> np.ndarray | None:
         for c in copies:
             c.cancel()
         await asyncio.gather(*copies, return_exceptions=True)
-

@@ -1,4 +1,4 @@
-"""The domain errors of parity_models, in one place: a dataset or a model file that cannot be used.
+"""The domain errors of parity_models, in one place: a dataset, a model file or settings that cannot be used.
 
 Raised by data.py / custom_data.py (DatasetError), checkpoint.py / programs.py (CheckpointError) and
 parity_build.py / sizing.py (SetupError); the ``parm`` commands (cli.py) turn each into a one-line message

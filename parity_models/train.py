@@ -38,7 +38,7 @@ class ParityConfig:
     code: str
     out: str
     parity_index: int = 0  # which of the code's parity rows this model learns (r >= 2: one model per row)
-    arch: str = "same"  # same | mlp | lenet5 | resnet18 | tiled (concat only)
+    arch: str = "same"  # same | mlp | lenet5 | resnet18 | tiled (concat only) | collage (collage only)
     init: str | None = None  # base (the base model's weights; default for arch same) | scratch
     cost_budget: float | None = None  # tiled/collage: size the per-tile network to <= this many base queries' MACs
     epochs: int | None = None
