@@ -139,7 +139,8 @@ class GroupRun:
         attempt = 0
         loop = asyncio.get_running_loop()
         while not self.finished:
-            worker = self.pool.pick(self.pool.data, avoid=self.used | tried)
+            # uncoded: nothing decodes around a slow worker, so avoid one (frontend.balance)
+            worker = self.pool.pick(self.pool.data, avoid=self.used | tried, by_pace=self.code is None)
             if worker is not None:
                 self.used.add(worker)
                 ahead = worker.in_flight
@@ -188,7 +189,7 @@ class GroupRun:
         """query (1, *S) -> the parity output of ``slot``, from a worker whose model serves that parity
         index (learned parity model l serves only slot k+l); r parity queries avoid sharing a worker."""
         assert self.group is not None and self.code is not None
-        worker = self.pool.pick(self.pool.parity_for(slot - self.code.k), avoid=self.used_parity)
+        worker = self.pool.pick(self.pool.parity_for(slot - self.code.k), avoid=self.used_parity, by_pace=True)
         if worker is None:  # none healthy for this index: decode with the parities that do arrive
             self.group.parity_failed(slot)
             return

@@ -57,7 +57,7 @@ def _on_overdue(run: GroupRun, slot: int) -> None:
     run.fallback_timers.pop(slot, None)
     if run.finished or run.queries[slot].future.done() or run.decodable():
         return
-    spare = run.pool.pick(run.pool.data, avoid=run.used)
+    spare = run.pool.pick(run.pool.data, avoid=run.used, by_pace=True)  # a copy must go where it is fast
     if spare is None or not run.copy_budget.spend():
         return
     run.used.add(spare)

@@ -7,6 +7,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from frontend.balance import PeakEwma
+
 
 class Worker(Protocol):
     role: str                     # "data", "parity" or "control"
@@ -20,6 +22,7 @@ class Worker(Protocol):
     last_answer: float            # clock.now() time of the last inference result (-inf: none yet)
     answered: int                 # replies received, and their summed round trip (metrics)
     latency_sum: float
+    pace: PeakEwma                # seconds per request, from recent replies (the pool's choice)
     on_change: Callable[[], None] | None  # called when info is refreshed or goes stale (model agreement)
 
     @property

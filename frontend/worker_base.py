@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from frontend import clock
+from frontend.balance import PeakEwma
 from frontend.errors import WorkerError, WorkerUnavailable
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ class WorkerBase:
         self.last_answer = float("-inf")         # clock.now() time of the last inference result
         self.answered = 0                        # replies received, and their summed round trip (metrics)
         self.latency_sum = 0.0
+        self.pace = PeakEwma()                   # seconds per request, as recent replies show (frontend.balance)
         self.on_change: Callable[[], None] | None = None  # info refreshed or stale: the pool re-judges agreement
         self._connected = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -146,10 +148,13 @@ class WorkerBase:
         if self.on_change is not None and not self._closing:
             self.on_change()
 
-    def _record_reply(self, t0: float) -> None:
-        """A reply arrived for a request sent at clock.now() ``t0``."""
+    def _record_reply(self, t0: float, ahead: int = 0) -> None:
+        """A reply arrived for a request sent at clock.now() ``t0`` with ``ahead`` requests before it,
+        whether or not its caller still waited (an abandoned straggler's reply is the slow news)."""
+        now = clock.now()
         self.answered += 1
-        self.latency_sum += clock.now() - t0
+        self.latency_sum += now - t0
+        self.pace.observe((now - t0) / (1 + max(ahead, 0)), now)
 
     def _record_result(self) -> None:
         """A well-formed inference result arrived (the busy rule's proof of life)."""

@@ -36,6 +36,7 @@ class WorkerClient(WorkerBase):
         self.secret = secret                    # shared secret for the worker's handshake (workers.auth)
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._sent: dict[int, tuple[float, int]] = {}  # request id -> (sent at, requests ahead of it then)
         self._writer: asyncio.StreamWriter | None = None
 
     @property
@@ -84,19 +85,19 @@ class WorkerClient(WorkerBase):
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         # The entry stays until the reply arrives or the connection drops, even if the caller
         # gives up (cancelled straggler): the worker still holds it, so it still counts as load.
+        self._sent[rid] = (clock.now(), len(self._pending))
         self._pending[rid] = fut
-        t0 = clock.now()
         try:
             writer.write(pack({**message, "id": rid}, self.max_frame))
             await writer.drain()  # backpressure: never buffer without bound towards a slow worker
         except OSError as exc:
             self._pending.pop(rid, None)
+            self._sent.pop(rid, None)
             raise WorkerUnavailable(f"{self.name}: send failed: {exc}") from exc
         except asyncio.CancelledError:  # while blocked on backpressure: no one will await fut, so a
             fut.cancel()                # dropped connection must not set an exception on it (logged
             raise                       # "never retrieved"); the entry stays, as the request was sent
         reply = await fut
-        self._record_reply(t0)
         if reply.get("type") == "error":
             raise WorkerFailed(f"{self.name}: {reply.get('message', 'error')}")
         return reply
@@ -163,6 +164,9 @@ class WorkerClient(WorkerBase):
                 raise auth.AuthError("the worker requires a shared secret (--worker-secret-file or "
                                      f"${auth.ENV})")
             fut = self._pending.pop(msg["id"], None)
+            sent = self._sent.pop(msg["id"], None)
+            if sent is not None:  # every reply, the abandoned ones too: they are the slow ones
+                self._record_reply(*sent)
             if fut is not None and not fut.done():  # done: the caller gave up; drop it
                 fut.set_result(msg)
 
@@ -175,6 +179,7 @@ class WorkerClient(WorkerBase):
             if not fut.done():
                 fut.set_exception(exc)
         self._pending.clear()
+        self._sent.clear()
 
     async def _probe_once(self) -> bool:
         """Ping for the model's info, then a real inference of zeros."""

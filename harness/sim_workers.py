@@ -52,10 +52,11 @@ class ServiceTimes:
 class Req:
     """One request on a simulated worker; ``future`` is what the frontend awaits (cancelled: abandoned)."""
 
-    __slots__ = ("counted", "future", "inputs")
+    __slots__ = ("ahead", "counted", "future", "inputs", "sent_at")
 
-    def __init__(self, inputs: np.ndarray, future: asyncio.Future[np.ndarray]) -> None:
+    def __init__(self, inputs: np.ndarray, future: asyncio.Future[np.ndarray], sent_at: float, ahead: int) -> None:
         self.inputs, self.future, self.counted = inputs, future, True
+        self.sent_at, self.ahead = sent_at, ahead  # what the client knows of it when the reply comes
 
 
 class SimWorker(WorkerBase):
@@ -130,12 +131,11 @@ class SimWorker(WorkerBase):
         if self.down or not self.connected:
             raise WorkerUnavailable(f"{self.name}: not connected")
         loop = asyncio.get_running_loop()
-        req = Req(inputs, loop.create_future())
+        req = Req(inputs, loop.create_future(), clock.now(), self._count)
         self._count += 1
         if not probe:
             self.record.sent(self, inputs)
         self._arrive(req)
-        t0 = clock.now()
         try:
             out = await req.future
         except asyncio.CancelledError:
@@ -144,7 +144,6 @@ class SimWorker(WorkerBase):
             if not self.cfg.hold_load_until_done:
                 self._uncount(req)
             raise
-        self._record_reply(t0)
         self._record_result()
         return out
 
@@ -200,6 +199,7 @@ class SimWorker(WorkerBase):
         self.served += len(batch)
         for req in batch:
             self._uncount(req)
+            self._record_reply(req.sent_at, req.ahead)  # the reply reaches the client, awaited or not
             if req.future.done():
                 self.wasted += 1
             else:

@@ -1,0 +1,50 @@
+"""Which worker gets the next request: the one whose queue should empty first, judged from its
+requests in flight and a peak-EWMA of its recent time per request (the "peak EWMA" balancer of
+Finagle and linkerd). Used by frontend.pool; the estimate is fed by each worker client's replies.
+
+Least-loaded choice alone sends a slowed worker a new request whenever it is idle, so a worker
+that serves 5x slower for two seconds still takes a request per (slow) service, and each of them
+waits that long. The peak estimate jumps to a slow reply at once, so such a worker loses every
+choice while a normal one is free; it decays with time while unused (and the health probe keeps
+measuring it), so a worker that has recovered is back in rotation within about a second.
+"""
+from __future__ import annotations
+
+import math
+
+DECAY_S = 1.0     # an unused worker's estimate falls by e in this long
+WEIGHT = 0.5      # each reply moves the estimate this far towards it: one long service is not a slow worker
+SLOW = 3.0        # a worker whose estimate is this many times the typical one is slow
+
+
+class PeakEwma:
+    """Seconds per request: a slower reply replaces the estimate, a faster one moves it half way;
+    between replies it decays towards zero (an idle worker is a good choice)."""
+
+    __slots__ = ("decay_s", "estimate", "stamp")
+
+    def __init__(self, decay_s: float = DECAY_S) -> None:
+        self.decay_s = decay_s
+        self.estimate = 0.0  # seconds per request, as of ``stamp``
+        self.stamp = 0.0
+
+    def value(self, now: float) -> float:
+        """The estimate at ``now`` (same clock as ``observe``)."""
+        if self.estimate == 0.0:
+            return 0.0
+        return self.estimate * math.exp(-max(now - self.stamp, 0.0) / self.decay_s)
+
+    def observe(self, seconds: float, now: float) -> None:
+        """A request took ``seconds`` of this worker's time (a round trip per queue place it took)."""
+        current = self.value(now)
+        self.estimate = seconds if seconds >= current else current + WEIGHT * (seconds - current)
+        self.stamp = now
+
+
+def choice_keys(in_flight: list[int], paces: list[float]) -> list[float]:
+    """Per worker, the queue place a request sent now would take (1 + in flight), stretched by how
+    many times slower than the typical (median) worker it is, for the workers that are SLOW x slower;
+    the others are judged by their queues alone (a short queue says more than a noisy estimate)."""
+    typical = sorted(paces)[len(paces) // 2]
+    limit = SLOW * typical
+    return [(n + 1) * (p / typical if p > limit > 0 else 1.0) for n, p in zip(in_flight, paces)]
