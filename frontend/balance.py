@@ -1,12 +1,14 @@
-"""Which worker gets the next request: the one whose queue should empty first, judged from its
-requests in flight and a peak-EWMA of its recent time per request (the "peak EWMA" balancer of
-Finagle and linkerd). Used by frontend.pool; the estimate is fed by each worker client's replies.
+"""Which worker gets the next request where a slow one cannot be decoded around: least-loaded,
+but a worker much slower than the others counts its queue stretched by how much slower it is.
+Speed is a per-worker peak-EWMA of time per request (as in Finagle's and linkerd's "peak EWMA"
+balancers), fed by every reply its client receives. Used by frontend.pool.
 
 Least-loaded choice alone sends a slowed worker a new request whenever it is idle, so a worker
 that serves 5x slower for two seconds still takes a request per (slow) service, and each of them
-waits that long. The peak estimate jumps to a slow reply at once, so such a worker loses every
-choice while a normal one is free; it decays with time while unused (and the health probe keeps
-measuring it), so a worker that has recovered is back in rotation within about a second.
+waits that long. The estimate jumps to a slow reply at once, so such a worker takes a request only
+once the others hold ~5 each; it decays while unused (and the health probe keeps measuring it),
+so a worker that has recovered is back in rotation within about a second. Only a worker SLOW x the
+median is stretched: with exponential service times one long reply says nothing of the next.
 """
 from __future__ import annotations
 
@@ -45,6 +47,6 @@ def choice_keys(in_flight: list[int], paces: list[float]) -> list[float]:
     """Per worker, the queue place a request sent now would take (1 + in flight), stretched by how
     many times slower than the typical (median) worker it is, for the workers that are SLOW x slower;
     the others are judged by their queues alone (a short queue says more than a noisy estimate)."""
-    typical = sorted(paces)[len(paces) // 2]
+    typical = sorted(paces)[(len(paces) - 1) // 2]  # the lower median: of two workers, the faster
     limit = SLOW * typical
     return [(n + 1) * (p / typical if p > limit > 0 else 1.0) for n, p in zip(in_flight, paces)]

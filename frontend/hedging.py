@@ -64,7 +64,10 @@ class HedgePolicy:
 
 async def hedged_fetch(run: GroupRun, slot: int) -> np.ndarray | None:
     """The Tail at Scale: after the hedge delay, a second copy goes to another replica; the
-    first output wins and the other copy is cancelled, so a query is answered once."""
+    first output wins and the other copy is cancelled, so a query is answered once. Hedges spend
+    the same budget as coded mode's fallback copies (frontend.fallback.CopyBudget, 5% of queries,
+    as gRPC's retry throttling caps hedges): without one, a delay set when the cluster was quiet
+    hedges ever more queries as load rises, and the hedges' own load collapsed a run at 70% load."""
     assert run.hedge is not None
     # The record is of whole queries, from the first copy: recording only the copies that
     # won would drop the slow ones, bias the p95 low and hedge far more than 5%.
@@ -72,6 +75,9 @@ async def hedged_fetch(run: GroupRun, slot: int) -> np.ndarray | None:
     copies = [asyncio.ensure_future(run.fetch(slot, record=False))]
     try:
         done, _ = await asyncio.wait(copies, timeout=run.hedge.delay_s())
+        if not done and not run.copy_budget.spend():  # the budget is spent: no hedge, wait for the first
+            run.stats.hedges_refused += 1
+            done, _ = await asyncio.wait(copies)
         if not done:
             run.stats.hedges += 1
             copies.append(asyncio.ensure_future(run.fetch(slot, record=False)))  # avoids run.used

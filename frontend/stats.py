@@ -17,6 +17,7 @@ class Stats:
     retries: int = 0
     hedges: int = 0                    # hedged mode: second copies sent
     hedge_wins: int = 0                # ... that answered first
+    hedges_refused: int = 0            # ... not sent: the copy budget was spent (frontend.fallback.CopyBudget)
     groups: int = 0
     groups_coded: int = 0
     groups_partial: int = 0            # closed by the group timeout before k queries arrived

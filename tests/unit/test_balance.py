@@ -39,6 +39,7 @@ def test_only_a_worker_slow_times_the_median_has_its_queue_stretched() -> None:
     assert SLOW < 5
     assert choice_keys([0, 1, 1], [slow, 0.040, 0.040]) == pytest.approx([5.0, 2.0, 2.0])
     assert choice_keys([2, 0, 1], [0.0, 0.0, 0.0]) == [3.0, 1.0, 2.0]  # no estimates yet: least-loaded
+    assert choice_keys([0, 0], [slow, 0.040]) == pytest.approx([5.0, 1.0])  # of two, the faster is typical
 
 
 def _pool(n: int) -> WorkerPool:

@@ -113,6 +113,15 @@ def test_hedged_answers_each_query_once() -> None:
     assert raw["stats"]["cancelled"] >= raw["stats"]["hedges"] - 1  # every loser was cancelled
 
 
+def test_hedges_stay_within_the_copy_budget_however_short_the_delay() -> None:
+    raw = run_raw(_cfg(mode="hedged", rate=500.0, count=2000, arrivals="poisson", service="exp:mean_ms=5",
+                       hedge_delay_ms=0.1))  # every query is still out after 0.1 ms
+    stats = raw["stats"]
+    assert 20 + 0.05 * 2000 - 1 <= stats["hedges"] <= 20 + 0.05 * 2000  # the burst, then 1 per 20 queries
+    assert stats["hedges"] + stats["hedges_refused"] >= 1900  # all but the ~2% served within 0.1 ms
+    assert raw["answers"].max() == 1 and raw["answers"].sum() == 2000
+
+
 def test_same_seed_same_results_and_every_mode_sees_the_same_arrivals() -> None:
     cfg = _cfg(rate=500.0, count=1000, arrivals="poisson", service="lognormal:median_ms=4,sigma=0.6",
                plan={"seed": 2, "faults": [FAULTS["contention"], FAULTS["delay"]]})
