@@ -13,6 +13,7 @@ median is stretched: with exponential service times one long reply says nothing 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 DECAY_S = 1.0     # an unused worker's estimate falls by e in this long
 WEIGHT = 0.5      # each reply moves the estimate this far towards it: one long service is not a slow worker
@@ -50,3 +51,21 @@ def choice_keys(in_flight: list[int], paces: list[float]) -> list[float]:
     typical = sorted(paces)[(len(paces) - 1) // 2]  # the lower median: of two workers, the faster
     limit = SLOW * typical
     return [(n + 1) * (p / typical if p > limit > 0 else 1.0) for n, p in zip(in_flight, paces)]
+
+
+class SlowJudge:
+    """Which workers are SLOW x slower than the typical (lower-median) one now, for the decode policy:
+    the typical pace is recomputed at most every ``every_s`` (the hot path asks per missing output)."""
+
+    def __init__(self, every_s: float = 0.05) -> None:
+        self.every_s = every_s
+        self._typical = 0.0
+        self._at = float("-inf")
+
+    def is_slow(self, worker_pace: float, paces: Callable[[], list[float]], now: float) -> bool:
+        """``worker_pace``: one worker's pace now; ``paces``: every candidate's, asked when the cache is old."""
+        if now - self._at >= self.every_s:
+            values = paces()
+            self._typical = sorted(values)[(len(values) - 1) // 2] if values else 0.0
+            self._at = now
+        return self._typical > 0.0 and worker_pace > SLOW * self._typical

@@ -7,7 +7,9 @@ the real output is often a moment behind. The policy picks the time to decode pe
   on that worker should have finished, or at its sending if the worker was idle), from the
   ``quantile``-th percentile of its service time, learnt from requests sent to it while idle; so
   a healthy answer that waited in a queue is not mistaken for a slow one. Sooner if the worker has
-  gone silent (a stalled worker's queue is not being served, however long it is). At once when
+  gone silent (a stalled worker's queue is not being served, however long it is), or if it is far
+  slower than the others now (frontend.balance): then one normal service time after sending, with
+  no queue credit, as what it holds is served slowly. At once when
   that worker is known down; never later than DEADLINE_MARGIN_S before the query's deadline.
 - ``eager``: decode the moment it is possible (ParM's rule).
 - ``grace``: wait a fixed time for the real output, also capped by the deadline.
@@ -37,6 +39,7 @@ class MissingSlot:
     ahead: int = 0           # requests the worker held when this one was sent (its queue)
     last_answer: float | None = None  # when that worker last answered anything (same clock as sent_at)
     finish_at: float | None = None    # when its worker should have finished it (WorkerLatencies.expect)
+    slow: bool = False       # its worker is far slower than the others now (frontend.balance.SlowJudge)
 
 
 class WorkerLatencies:
@@ -157,7 +160,9 @@ class DecodePolicy:
     def _due_by_rule(self, m: MissingSlot, latencies: WorkerLatencies) -> tuple[float, float]:
         """(overdue by its queue, overdue by its worker's silence) for slot ``m``."""
         assert m.sent_at is not None
-        if m.finish_at is not None:
+        if m.slow:  # no queue credit and no slack: what it holds is served slowly, so its output will be late
+            queued = m.sent_at + self.overdue_s(latencies, None) / self.slack
+        elif m.finish_at is not None:
             queued = m.sent_at + self.slack * max(m.finish_at - m.sent_at, 0.0)
         else:
             queued = m.sent_at + self.overdue_after(latencies, m.worker, m.ahead)

@@ -249,7 +249,8 @@ class GroupRun:
         sent_at, worker, ahead, finish = self.requests.get(slot, (None, None, 0, None))
         down = worker is None or not worker.healthy
         last = None if worker is None else worker.last_answer
-        return MissingSlot(sent_at, worker, down, self.queries[slot].deadline, ahead, last, finish)
+        slow = worker is not None and not down and self.pool.is_slow(worker)
+        return MissingSlot(sent_at, worker, down, self.queries[slot].deadline, ahead, last, finish, slow)
 
     def _decode(self) -> None:
         assert self.group is not None

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from frontend.dispatcher import GroupRun
 
 MIN_SAMPLES = 50
+HEDGE_BUDGET_FRACTION = 0.10  # hedges per query at most (a token bucket, frontend.fallback.CopyBudget)
 RECOMPUTE_EVERY = 64
 
 
@@ -65,9 +66,9 @@ class HedgePolicy:
 async def hedged_fetch(run: GroupRun, slot: int) -> np.ndarray | None:
     """The Tail at Scale: after the hedge delay, a second copy goes to another replica; the
     first output wins and the other copy is cancelled, so a query is answered once. Hedges spend
-    the same budget as coded mode's fallback copies (frontend.fallback.CopyBudget, 5% of queries,
-    as gRPC's retry throttling caps hedges): without one, a delay set when the cluster was quiet
-    hedges ever more queries as load rises, and the hedges' own load collapsed a run at 70% load."""
+    a budget (frontend.fallback.CopyBudget, HEDGE_BUDGET_FRACTION of queries, as gRPC's retry
+    throttling caps hedges): without one, a delay set when the cluster was quiet hedges ever more
+    queries as load rises, and the hedges' own load collapsed a run at 70% load."""
     assert run.hedge is not None
     # The record is of whole queries, from the first copy: recording only the copies that
     # won would drop the slow ones, bias the p95 low and hedge far more than 5%.

@@ -16,7 +16,7 @@ from typing import Any
 
 from frontend import clock
 from frontend.agreement import Agreement, parity_index
-from frontend.balance import choice_keys
+from frontend.balance import SlowJudge, choice_keys
 from frontend.config import Address, FrontendConfig
 from frontend.worker_api import Worker
 from frontend.worker_client import WorkerClient
@@ -45,6 +45,7 @@ class WorkerPool:
                        [make_client(a, "parity", cfg) for a in (cfg.parity if cfg.coded else ())])
         self.data, self.parity = clients
         self._rr = itertools.count()
+        self._slow = SlowJudge()
         self.agreement = Agreement(cfg.k, cfg.r, cfg.code, declared=cfg.model_id)
         for w in self.all:
             w.on_change = self.check_agreement  # judged as soon as a worker reports (or loses) its model
@@ -78,6 +79,12 @@ class WorkerPool:
         now = clock.now()
         keys = choice_keys([w.in_flight for w in rotated], [w.pace.value(now) for w in rotated])
         return rotated[min(range(len(rotated)), key=keys.__getitem__)]
+
+    def is_slow(self, worker: Worker) -> bool:
+        """``worker`` (a data worker) is SLOW x slower than the typical healthy data worker now."""
+        now = clock.now()
+        return self._slow.is_slow(worker.pace.value(now), lambda: [w.pace.value(now) for w in self.data if w.healthy],
+                                  now)
 
     def parity_for(self, index: int) -> list[Worker]:
         """The parity workers that may serve parity ``index`` (slot k + index): a learned parity

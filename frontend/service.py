@@ -18,9 +18,9 @@ from frontend.config import FrontendConfig
 from frontend.decode_policy import WorkerLatencies
 from frontend.dispatcher import GroupRun
 from frontend.errors import DeadlineExceeded, NotReady, Overloaded, ShuttingDown
-from frontend.fallback import CopyBudget
+from frontend.fallback import BUDGET_FRACTION, CopyBudget
 from frontend.grouper import Grouper
-from frontend.hedging import HedgePolicy, LatencyTracker
+from frontend.hedging import HEDGE_BUDGET_FRACTION, HedgePolicy, LatencyTracker
 from frontend.metrics import Metrics
 from frontend.pool import WorkerPool
 from frontend.query import Answer, Query
@@ -45,7 +45,9 @@ class Service:
         self.latency = LatencyTracker()
         self.latencies = WorkerLatencies()  # per worker: when is an output overdue (decode policy)
         self.decode_policy = cfg.decode()
-        self.copy_budget = CopyBudget()  # fallback hedging: at most 5% extra requests
+        # extra requests: coded's fallback copies at most 5%; hedged mode, which hedges its slowest ~5% by
+        # design, at most 10%, so the cap binds only when hedging runs away (frontend.hedging)
+        self.copy_budget = CopyBudget(HEDGE_BUDGET_FRACTION if cfg.mode == "hedged" else BUDGET_FRACTION)
         self.hedge = HedgePolicy(self.latency, cfg.hedge_delay_ms, cfg.hedge_percentile) if cfg.mode == "hedged" else None
         self.metrics = Metrics(self)
         self.grouper = Grouper(cfg.k if cfg.coded else 1, cfg.group_timeout_ms / 1000, self._new_run)

@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from frontend.balance import SLOW, PeakEwma, choice_keys
+from frontend.balance import SLOW, PeakEwma, SlowJudge, choice_keys
 from frontend.config import FrontendConfig
 from frontend.pool import WorkerPool
 from frontend.worker_client import WorkerClient
@@ -40,6 +40,19 @@ def test_only_a_worker_slow_times_the_median_has_its_queue_stretched() -> None:
     assert choice_keys([0, 1, 1], [slow, 0.040, 0.040]) == pytest.approx([5.0, 2.0, 2.0])
     assert choice_keys([2, 0, 1], [0.0, 0.0, 0.0]) == [3.0, 1.0, 2.0]  # no estimates yet: least-loaded
     assert choice_keys([0, 0], [slow, 0.040]) == pytest.approx([5.0, 1.0])  # of two, the faster is typical
+
+
+def test_the_slow_judge_compares_with_the_lower_median_and_refreshes_it_at_most_every_interval() -> None:
+    judge, asked = SlowJudge(every_s=0.05), []
+
+    def paces() -> list[float]:
+        asked.append(1)
+        return [0.040, 0.040, 0.200] if len(asked) == 1 else [0.200, 0.200, 0.200]
+
+    assert judge.is_slow(0.200, paces, now=1.0) and not judge.is_slow(0.100, paces, now=1.01)
+    assert len(asked) == 1  # cached within the interval
+    assert not judge.is_slow(0.200, paces, now=1.06)  # everyone is that slow now: none is slow
+    assert not SlowJudge().is_slow(0.2, lambda: [0.0, 0.0], now=0.0)  # no estimates yet: nobody is
 
 
 def _pool(n: int) -> WorkerPool:

@@ -88,6 +88,16 @@ def test_a_silent_worker_is_not_waited_for_however_long_its_queue() -> None:
     assert ADAPTIVE.decode_at(NOW, [serving], lat) == pytest.approx(NOW - 0.001 + 2 * 0.0125)
 
 
+def test_a_worker_judged_slow_gets_no_queue_credit_and_no_slack() -> None:
+    """Behind a request on a worker 5x slower than the rest, an output is due after one normal service
+    (the cluster's p95), not after two slack-stretched places: what it holds is served slowly."""
+    lat = latencies(a=0.010, b=0.010)
+    busy = dict(sent_at=NOW - 0.005, worker="a", down=False, deadline=FAR, ahead=1, last_answer=NOW)
+    assert ADAPTIVE.decode_at(NOW, [MissingSlot(**busy)], lat) == pytest.approx(NOW - 0.005 + 2 * 0.0125)
+    assert ADAPTIVE.decision(NOW, [MissingSlot(**busy, slow=True)], lat) == (pytest.approx(NOW - 0.005 + 0.010),
+                                                                            "overdue")
+
+
 def test_unknown_policy_is_refused() -> None:
     with pytest.raises(ValueError, match="adaptive"):
         DecodePolicy("sometimes")
