@@ -126,7 +126,7 @@ class V2WorkerClient(WorkerBase):
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError) as exc:
             self._mark_disconnected()
             raise WorkerUnavailable(f"{self.name}: {method} {path}: {exc!r}") from exc
-        self._record_reply(t0)
+        self._record_reply(t0, inference=path.endswith("/infer"))
         self._mark_connected()
         return self._parse_reply(status, raw, f"{method} {path}")
 

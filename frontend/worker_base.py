@@ -148,13 +148,15 @@ class WorkerBase:
         if self.on_change is not None and not self._closing:
             self.on_change()
 
-    def _record_reply(self, t0: float, ahead: int = 0) -> None:
+    def _record_reply(self, t0: float, ahead: int = 0, inference: bool = True) -> None:
         """A reply arrived for a request sent at clock.now() ``t0`` with ``ahead`` requests before it,
-        whether or not its caller still waited (an abandoned straggler's reply is the slow news)."""
+        whether or not its caller still waited (an abandoned straggler's reply is the slow news).
+        Only inference replies set the pace: a ping is answered at once, however slow the model."""
         now = clock.now()
         self.answered += 1
         self.latency_sum += now - t0
-        self.pace.observe((now - t0) / (1 + max(ahead, 0)), now)
+        if inference:
+            self.pace.observe((now - t0) / (1 + max(ahead, 0)), now)
 
     def _record_result(self) -> None:
         """A well-formed inference result arrived (the busy rule's proof of life)."""

@@ -36,7 +36,7 @@ class WorkerClient(WorkerBase):
         self.secret = secret                    # shared secret for the worker's handshake (workers.auth)
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
-        self._sent: dict[int, tuple[float, int]] = {}  # request id -> (sent at, requests ahead of it then)
+        self._sent: dict[int, tuple[float, int, bool]] = {}  # request id -> (sent at, requests ahead, inference)
         self._writer: asyncio.StreamWriter | None = None
 
     @property
@@ -85,7 +85,7 @@ class WorkerClient(WorkerBase):
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         # The entry stays until the reply arrives or the connection drops, even if the caller
         # gives up (cancelled straggler): the worker still holds it, so it still counts as load.
-        self._sent[rid] = (clock.now(), len(self._pending))
+        self._sent[rid] = (clock.now(), len(self._pending), message.get("type") == "infer")
         self._pending[rid] = fut
         try:
             writer.write(pack({**message, "id": rid}, self.max_frame))

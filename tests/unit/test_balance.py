@@ -90,11 +90,15 @@ async def test_an_abandoned_request_s_late_reply_still_feeds_the_estimate() -> N
     loop = asyncio.get_running_loop()
     fut = loop.create_future()
     client._pending[7] = fut
-    client._sent[7] = (loop.time() - 0.5, 0)  # sent half a second ago
+    client._sent[7] = (loop.time() - 0.5, 0, True)  # an inference sent half a second ago
     fut.cancel()  # its caller gave up (the query was decoded)
     client._dispatch_replies([{"type": "result", "id": 7}])
     assert client.pace.value(loop.time()) == pytest.approx(0.5, rel=0.05)
     assert client.answered == 1 and 7 not in client._pending and 7 not in client._sent
+    client._pending[8] = loop.create_future()
+    client._sent[8] = (loop.time() - 0.0001, 0, False)  # a ping: answered at once, even by a slow worker
+    client._dispatch_replies([{"type": "pong", "id": 8}])
+    assert client.pace.value(loop.time()) == pytest.approx(0.5, rel=0.05) and client.answered == 2
 
 
 def test_in_the_simulator_uncoded_modes_leave_a_slowed_worker_almost_idle_and_coded_still_uses_it() -> None:
