@@ -1,5 +1,5 @@
 """Coding benchmark: encode + decode time per group (batch 1, 1x28x28 queries) for the sum and concat codes,
-timed as the frontend calls them (numpy arrays: dispatcher._run_parity, group.decode_now), next to the
+timed as the frontend calls them (numpy arrays: frontend.parity._run_parity, group.decode_now), next to the
 same coders on torch tensors (the training path).
 
     .venv/bin/python benchmarks/coding_bench.py [--quick] [--reps N]   -> benchmarks/results/coding.json
@@ -31,7 +31,7 @@ TARGET_US = 50.0
 RESULTS = ROOT / "benchmarks" / "results" / "coding.json"
 
 
-# -- what the frontend does (numpy in, numpy out: dispatcher._run_parity, group.decode_now) ------
+# -- what the frontend does (numpy in, numpy out: frontend.parity._run_parity, group.decode_now) ------
 
 def frontend_encode(code: Code, queries: list[np.ndarray]) -> np.ndarray:
     return code.encode(np.stack(queries)[:, None])[0]  # (k, 1, *S) -> (1, *S)

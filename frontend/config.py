@@ -6,6 +6,7 @@ secrets are read from files (``--auth-token-file``, ``--worker-secret-file``); `
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from dataclasses import dataclass, field
 
 from coders import CODES, CodingError, make_code
@@ -86,6 +87,7 @@ class FrontendConfig:
     # the declared model: data workers must serve this model_id, parity workers be trained for it (base_id);
     # None: the model most connected data workers serve (frontend.agreement)
     model_id: str | None = None
+    trace_file: str | None = None   # write each group's events here as JSON lines at shutdown (frontend.trace)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -119,6 +121,8 @@ class FrontendConfig:
         if self.mode == "hedged" and len(self.all_data_workers) < 2:
             raise ConfigError("hedged mode needs at least two replicas (--data plus --parity as extra replicas)")
         self._check_decode_policy()
+        if self.trace_file is not None and not Path(self.trace_file).resolve().parent.is_dir():
+            raise ConfigError(f"trace_file {self.trace_file!r}: its folder does not exist")
         if self.deadline_ms > self.max_deadline_ms:
             raise ConfigError(f"deadline_ms {self.deadline_ms} exceeds max_deadline_ms {self.max_deadline_ms}")
         for name in ("max_pending", "max_queries_per_request", "max_body_bytes"):

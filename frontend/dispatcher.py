@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from coders import Code
-from frontend import fallback
+from frontend import fallback, parity
 from frontend.decode_policy import DecodePolicy, MissingSlot, WorkerLatencies
 from frontend.errors import WorkerError
 from frontend.fallback import CopyBudget
@@ -27,6 +27,7 @@ from frontend.hedging import HedgePolicy, LatencyTracker, hedged_fetch
 from frontend.pool import WorkerPool
 from frontend.query import Answer, Query
 from frontend.stats import Stats
+from frontend.trace import GroupTrace, TraceSink
 from frontend.worker_api import Worker
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ class GroupRun:
                  on_finished: Callable[[GroupRun], None], policy: DecodePolicy | None = None,
                  latency: LatencyTracker | None = None, hedge: HedgePolicy | None = None,
                  latencies: WorkerLatencies | None = None, fallback_hedge: bool = False,
-                 copy_budget: CopyBudget | None = None) -> None:
+                 copy_budget: CopyBudget | None = None, trace_sink: TraceSink | None = None) -> None:
         self.pool = pool
         self.code = code                      # None: uncoded modes
         self.stats = stats
@@ -65,6 +66,8 @@ class GroupRun:
         self.fallback_hedge = fallback_hedge  # coded mode: re-send an overdue query the code cannot rebuild
         self.copy_budget = copy_budget if copy_budget is not None else CopyBudget()  # shared by the service
         self.fallback_timers: dict[int, asyncio.TimerHandle] = {}  # slot -> when its request is overdue
+        self.trace_sink = trace_sink
+        self.trace = GroupTrace() if trace_sink is not None else None  # what happened, when (frontend.trace)
 
     @property
     def closed(self) -> bool:
@@ -74,6 +77,8 @@ class GroupRun:
         slot = len(self.queries)
         self.copy_budget.earn()
         self.queries.append(query)
+        if self.trace is not None:
+            self.trace.add("join", slot)
         query.future.add_done_callback(lambda _f: self._maybe_finish())
         self.spawn(self._run_data(slot))
 
@@ -82,6 +87,8 @@ class GroupRun:
         n = len(self.queries)
         full = self.code is not None and n == self.code.k
         self.group = Group(n, self.code if full else None)
+        if self.trace is not None:
+            self.trace.add("close")
         self.stats.groups += 1
         if self.code is not None and not full:
             self.stats.groups_partial += 1
@@ -89,7 +96,7 @@ class GroupRun:
             self._deliver(self.group.add_output(slot, out))
         self.early.clear()
         if full:
-            self._send_parities()
+            parity.send_parities(self)
         self._maybe_finish()
 
     def cancel(self, exc: BaseException) -> None:
@@ -147,6 +154,8 @@ class GroupRun:
                 t0 = loop.time()
                 finish = self.policy.predict_finish(self.latencies, worker, t0, ahead)
                 self.requests[slot] = (t0, worker, ahead, finish)
+                if self.trace is not None:
+                    self.trace.sent("send", slot, worker, ahead)
                 try:
                     out = await worker.infer(inputs)  # (1, C)
                 except asyncio.CancelledError:  # abandoned: it took at least this long
@@ -156,8 +165,12 @@ class GroupRun:
                     log.debug("slot %d: %s", slot, exc)
                     self.stats.worker_errors += 1
                     tried.add(worker)
+                    if self.trace is not None:
+                        self.trace.add("fail", slot)
                 else:
                     elapsed = loop.time() - t0
+                    if self.trace is not None:
+                        self.trace.add("out", slot)
                     self.latencies.record(worker, elapsed, ahead)
                     if record:
                         self.latency.record(elapsed)
@@ -168,40 +181,6 @@ class GroupRun:
             self.stats.retries += 1
             await asyncio.sleep(min(self.backoff_s * 2 ** min(attempt, 10), MAX_BACKOFF_S))
         return None
-
-    def _send_parities(self) -> None:
-        """Encode the r parity queries once, and send each to its own parity worker."""
-        assert self.code is not None and self.group is not None
-        if not any(w.healthy for w in self.pool.parity):
-            self.stats.groups_without_parity += 1
-            for i in range(self.code.r):
-                self.group.parity_failed(self.code.k + i)
-            return
-        self.stats.groups_coded += 1
-        t0 = time.perf_counter()
-        stacked = np.stack([q.inputs for q in self.queries])[:, None]  # (k, 1, *S)
-        parities = self.code.encode(stacked)  # (r, 1, *S), numpy: no torch dispatch on the hot path
-        self.stats.encode_seconds += time.perf_counter() - t0
-        for i in range(self.code.r):
-            self.spawn(self._run_parity(self.code.k + i, parities[i]))
-
-    async def _run_parity(self, slot: int, query: np.ndarray) -> None:
-        """query (1, *S) -> the parity output of ``slot``, from a worker whose model serves that parity
-        index (learned parity model l serves only slot k+l); r parity queries avoid sharing a worker."""
-        assert self.group is not None and self.code is not None
-        worker = self.pool.pick(self.pool.parity_for(slot - self.code.k), avoid=self.used_parity, by_pace=True)
-        if worker is None:  # none healthy for this index: decode with the parities that do arrive
-            self.group.parity_failed(slot)
-            return
-        self.used_parity.add(worker)
-        try:
-            out = await worker.infer(query)  # (1, C)
-        except WorkerError as exc:
-            log.debug("parity: %s", exc)
-            self.stats.worker_errors += 1
-            self.group.parity_failed(slot)
-            return
-        self.on_output(slot, out[0])
 
     def on_output(self, slot: int, output: np.ndarray) -> None:
         if self.group is None:
@@ -230,6 +209,8 @@ class GroupRun:
             self._decode_timer.cancel()
         self._waited = True
         self._decode_timer = loop.call_at(at, self._on_decode_timer)
+        if self.trace is not None:
+            self.trace.add("wait", -1, self._decode_rule, at)
 
     def _on_decode_timer(self) -> None:
         """The adaptive policy re-judges (a worker that answered meanwhile moved its outputs' due time);
@@ -267,6 +248,8 @@ class GroupRun:
         for d in deliveries:
             path = f"decoded-{self._decode_rule}" if d.degraded else self.won_by.get(d.slot, "own")
             if self.queries[d.slot].answer(Answer(np.asarray(d.output, np.float32), degraded=d.degraded, path=path)):
+                if self.trace is not None:
+                    self.trace.add("answer", d.slot, path)
                 self.stats.answered += 1
                 self.stats.degraded += int(d.degraded)
 
@@ -274,6 +257,8 @@ class GroupRun:
         if self.finished or self.group is None or not all(q.future.done() for q in self.queries):
             return
         self.finished = True
+        if self.trace_sink is not None and self.trace is not None:
+            self.trace_sink.keep(self.trace)
         if self._decode_timer is not None:
             self._decode_timer.cancel()
             self.stats.decodes_avoided += 1  # the real outputs came in while the decode waited

@@ -87,6 +87,8 @@ async def _copy(run: GroupRun, slot: int, worker: Worker) -> np.ndarray | None:
     """One request of slot's query to ``worker``; None if it fails (the first request still runs)."""
     t0, ahead = clock.now(), worker.in_flight
     run.policy.predict_finish(run.latencies, worker, t0, ahead)  # the copy holds the spare's time too
+    if run.trace is not None:
+        run.trace.sent("copy", slot, worker, ahead)
     try:
         out = await worker.infer(run.queries[slot].inputs[None])  # (1, C)
     except asyncio.CancelledError:  # the first request won: the copy took at least this long
@@ -97,4 +99,6 @@ async def _copy(run: GroupRun, slot: int, worker: Worker) -> np.ndarray | None:
         run.stats.worker_errors += 1
         return None
     run.latencies.record(worker, clock.now() - t0, ahead)
+    if run.trace is not None:
+        run.trace.add("cout", slot)
     return out[0]

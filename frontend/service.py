@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,7 @@ from frontend.metrics import Metrics
 from frontend.pool import WorkerPool
 from frontend.query import Answer, Query
 from frontend.stats import Stats
+from frontend.trace import TraceSink
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,7 @@ class Service:
         self.copy_budget = CopyBudget(HEDGE_BUDGET_FRACTION if cfg.mode == "hedged" else BUDGET_FRACTION)
         self.hedge = HedgePolicy(self.latency, cfg.hedge_delay_ms, cfg.hedge_percentile) if cfg.mode == "hedged" else None
         self.metrics = Metrics(self)
+        self.trace_sink = TraceSink(cfg.trace_file) if cfg.trace_file is not None else None
         self.grouper = Grouper(cfg.k if cfg.coded else 1, cfg.group_timeout_ms / 1000, self._new_run)
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -79,6 +82,17 @@ class Service:
             await asyncio.gather(self._monitor, return_exceptions=True)
         await asyncio.gather(*self._leftover, return_exceptions=True)
         await self.pool.close()
+        if self.trace_sink is not None:
+            await self._write_trace(self.trace_sink)
+
+    async def _write_trace(self, sink: TraceSink) -> None:
+        """Write the trace off the loop; a failure is logged, never raised (the queries are all answered)."""
+        try:
+            path = await asyncio.to_thread(sink.write, asyncio.get_running_loop().time(), time.time())
+        except OSError as exc:
+            log.error("could not write the trace to %s: %s", sink.path, exc)
+        else:
+            log.info("trace of %d groups written to %s", len(sink.groups), path)
 
     async def _monitor_loop(self) -> None:
         while True:
@@ -209,7 +223,8 @@ class Service:
     def _new_run(self) -> GroupRun:
         run = GroupRun(self.pool, self.code, self.stats, self.cfg.retry_backoff_s, self._finished,
                        policy=self.decode_policy, latency=self.latency, hedge=self.hedge, latencies=self.latencies,
-                       fallback_hedge=self.cfg.coded and self.cfg.hedge_fallback, copy_budget=self.copy_budget)
+                       fallback_hedge=self.cfg.coded and self.cfg.hedge_fallback, copy_budget=self.copy_budget,
+                       trace_sink=self.trace_sink)
         self.runs.add(run)
         return run
 

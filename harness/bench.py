@@ -24,12 +24,13 @@ from typing import Any
 
 import numpy as np
 
-from harness import report
+from harness import report, trace_tail
 from harness.bench_faults import FaultReplayer
-from harness.bench_modes import ALL_MODES, LEARNED_MODES, check, frontend_args, healthy_needed, plan_targets, worker_specs
+from harness.bench_modes import (ALL_MODES, LEARNED_MODES, PARITY_MODES, check, frontend_args, healthy_needed, plan_targets,
+                                 worker_specs)
 from harness.bench_proc import RssSampler, cpu_model, cpu_snapshot, cpu_usage
 from harness.deploy import BenchCluster, FrontendProcess
-from harness.plan import FaultPlan, expand
+from harness.plan import Event, FaultPlan, expand
 from harness.tails import exposed_fraction, faulted_intervals
 from workers.cluster import die_with_parent, free_port
 
@@ -60,6 +61,7 @@ class BenchConfig:
     bad_frac: float = 0.0                # loadgen: malformed requests sent alongside, per query
     rss_interval_s: float = 10.0         # RSS sampling period of the frontend and the workers
     berrut_r: int = 1                    # berrut mode: parity queries per group, each on its own replica
+    trace_dir: str | None = None         # coded modes: frontend traces written here, their tail causes summarised
 
     def __post_init__(self) -> None:
         check(self)
@@ -146,7 +148,9 @@ async def run_mode(cfg: BenchConfig, mode: str, rate: float, pool: Pool, queries
     process, the plan replayed; everything started here is stopped here, whatever happens."""
     cluster = pool.cluster
     await pool.replayer.reset()
-    fe = FrontendProcess(frontend_args(cfg, mode, cluster, hedge_ms), free_port())
+    trace_file = _trace_file(cfg, mode, rate)
+    fe = FrontendProcess(frontend_args(cfg, mode, cluster, hedge_ms)
+                         + (["--trace-file", str(trace_file)] if trace_file else []), free_port())
     loadgen: asyncio.subprocess.Process | None = None
     tasks: list[asyncio.Task[Any]] = []
     out = workdir / f"records-{mode}-{rate:g}.npz"
@@ -185,6 +189,9 @@ async def run_mode(cfg: BenchConfig, mode: str, rate: float, pool: Pool, queries
         # the share of queries whose data worker the plan had slowed or down (precision of degraded answers)
         summary["exposed_frac"] = exposed_fraction(records["sched_s"],
                                                    faulted_intervals(events, range(cfg.n_data), cfg.duration_s))
+        if trace_file is not None:
+            await fe.stop()  # the frontend writes its trace as it shuts down
+            summary["tail_causes"] = _tail_causes(cfg, mode, cluster, trace_file, start_epoch, events)
         return ModeRun(records, summary)
     finally:
         for task in tasks:
@@ -198,6 +205,25 @@ async def run_mode(cfg: BenchConfig, mode: str, rate: float, pool: Pool, queries
                 loadgen.kill()
             await loadgen.wait()
         await fe.stop()
+
+
+def _trace_file(cfg: BenchConfig, mode: str, rate: float) -> Path | None:
+    if cfg.trace_dir is None or mode not in PARITY_MODES:
+        return None
+    folder = Path(cfg.trace_dir).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"trace-{mode}-{rate:g}.jsonl"
+
+
+def _tail_causes(cfg: BenchConfig, mode: str, cluster: BenchCluster, trace_file: Path, start_epoch: float,
+                 events: list[Event]) -> dict[str, Any]:
+    """The tail's causes from the frontend's trace, the plan's faulted intervals matched by worker address."""
+    if not trace_file.exists():
+        return {"error": f"the frontend wrote no trace to {trace_file}"}
+    header, groups = trace_tail.load(trace_file)
+    plan_worker = {f"{h}:{p}": i for i, (h, p) in enumerate(cluster.workers[j].address for j in plan_targets(cfg, mode))}
+    intervals = faulted_intervals(events, range(len(plan_worker)), cfg.duration_s)
+    return trace_tail.tail_causes(groups, trace_tail.plan_faulted(header, start_epoch, plan_worker, intervals))
 
 
 @dataclass

@@ -69,6 +69,9 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
                    help="service-time mode: a parity query costs this many base queries (its model's measured "
                         "compute ratio), so parity workers sleep that much longer")
     p.add_argument("--hedge-delay-ms", type=float, default=None, help="hedged mode: fixed delay (default: the p95 that equal mode measured just before)")
+    p.add_argument("--trace", default=None, metavar="DIR",
+                   help="coded modes: write the frontend's per-group trace to DIR and report the tail's causes "
+                        "(where each slow query's request went, why its group did not answer sooner)")
     p.add_argument("--json", default=None, metavar="PATH", help="write the full report as JSON")
     p.add_argument("--plot", default=None, metavar="PATH", help="write a PNG: tail CDF and percentile bars")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -100,7 +103,7 @@ def build_config(args: argparse.Namespace) -> Any:
                        max_batch=args.max_batch, parity_cost=args.parity_cost,
                        deadline_ms=args.deadline_ms, hedge_delay_ms=args.hedge_delay_ms,
                        decode_grace_ms=args.decode_grace_ms, group_timeout_ms=args.group_timeout_ms,
-                       progress=not args.no_progress, berrut_r=args.berrut_r)
+                       progress=not args.no_progress, berrut_r=args.berrut_r, trace_dir=args.trace)
 
 
 def _checkpoint_code(path: str, k: int) -> str:
@@ -188,8 +191,19 @@ def render(rep: dict[str, Any]) -> str:
     for run_ in rep["runs"]:
         body += ["", f"rate {run_['rate_qps']:g} qps", report.table(run_["modes"]), "",
                  *report.comparison_lines(run_["comparison"]), *resource_lines(run_["modes"]),
-                 *path_lines(run_["modes"])]
+                 *path_lines(run_["modes"]), *cause_lines(run_["modes"])]
     return "\n".join([*head, *body])
+
+
+def cause_lines(modes: dict[str, dict[str, Any]]) -> list[str]:
+    """Per traced mode and tail (--trace): the causes of its slowest queries, most common first."""
+    lines = []
+    for mode, s in modes.items():
+        for tail, t in s.get("tail_causes", {}).items():
+            if isinstance(t, dict):
+                causes = "; ".join(f"{n} {c}" for c, n in t["causes"].items())
+                lines.append(f"{mode} {tail} (>= {t['threshold_ms']} ms in the frontend, {t['queries']} queries): {causes}")
+    return lines
 
 
 def path_lines(modes: dict[str, dict[str, Any]]) -> list[str]:

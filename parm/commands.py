@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import errno
 import os
 import signal
@@ -81,6 +82,9 @@ def add_frontend_arguments(p: argparse.ArgumentParser, code: str = "concat", cod
                    help="shared secret for the workers' handshake (or $PARM_WORKER_SECRET); parm up makes one")
     p.add_argument("--drain-timeout-s", type=float, default=5.0,
                    help="on SIGTERM, wait this long for in-flight queries")
+    p.add_argument("--trace-file", default=None, metavar="PATH",
+                   help="record each coding group's events (requests, outputs, decodes, answers) and write them "
+                        "to PATH as JSON lines at shutdown, to explain slow answers (with --processes: PATH.INDEX)")
     p.add_argument("--event-loop", default="auto", choices=list(EVENT_LOOPS),
                    help="the frontend's event loop: uvloop (libuv: less CPU per query), asyncio, or auto "
                         "(uvloop when installed)")
@@ -102,6 +106,7 @@ def config_from_args(args: argparse.Namespace, data: Any, parity: Any, worker_se
                           max_body_bytes=args.max_body_bytes, health_interval_s=args.health_interval_s,
                           health_timeout_s=args.health_timeout_s, connect_timeout_s=args.connect_timeout_s,
                           retry_backoff_s=args.retry_backoff_s, auth_token=read_token(args.auth_token_file),
+                          trace_file=args.trace_file,
                           worker_secret=worker_secret if worker_secret is not None else read_worker_secret(args))
 
 
@@ -155,6 +160,8 @@ def run_serve(args: argparse.Namespace) -> int:
         peers = None
         if args.process_index is not None:  # one of several serving processes on the port
             peers = Peers(Path(args.peers_dir), args.process_index, args.processes)
+            if cfg.trace_file is not None:  # one file per process: they would overwrite each other
+                cfg = dataclasses.replace(cfg, trace_file=f"{cfg.trace_file}.{args.process_index}")
             banner = f"parm serve: process {args.process_index} of {args.processes} listening on port {{port}}"
         else:
             banner += ")"

@@ -66,8 +66,12 @@ async def run(env: tuple[Pool, Path, Path], mode: str, faults: list[dict[str, An
 async def test_degraded_answers_only_while_a_data_worker_is_stalled(env: tuple[Pool, Path, Path]) -> None:
     # A decode grace longer than the service-time jitter: without it, ParM decodes whenever the
     # parity output races ahead of a healthy data output, which is correct but not a fault.
-    r = await run(env, "coded", [KIND_PLANS["stall"]], decode_grace_ms=25.0)
+    r = await run(env, "coded", [KIND_PLANS["stall"]], decode_grace_ms=25.0, trace_dir=str(env[2] / "traces"))
     s, rec = r.summary, r.records
+    # --trace: the frontend's trace covers every answered query, and the plan's stall is named in the tail
+    causes = s["tail_causes"]
+    assert causes["queries"] == s["answered"] and causes["p99"]["queries"] >= 1, causes
+    assert any(c.startswith("slowed worker") for c in causes["p99"]["causes"]), causes
     assert s["lost"] == 0 and s["failed"] == 0 and s["answered"] == s["count"] > 50
     degraded_at = rec["sched_s"][rec["degraded"]]
     assert len(degraded_at) > 0
