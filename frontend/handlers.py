@@ -74,7 +74,8 @@ async def readiness(request: web.Request) -> dict[str, Any]:
 
 async def stats(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
-    own = {**service.stats.as_dict(), "pending": service.pending, "groups_open": len(service.runs)}
+    own = {**service.stats.as_dict(), "pending": service.pending, "groups_open": len(service.runs),
+           **service.gc.flat()}
     peers = _peers(request)
     if peers is not None:
         replies = [(r.index, orjson.loads(r.body) if r.status == 200 else None) for r in await peers.gather("/stats")]

@@ -68,7 +68,8 @@ def merge_stats(own: dict[str, Any], index: int, replies: list[tuple[int, dict[s
     for _, stats in views:
         for key, value in stats.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
-                out[key] = out.get(key, 0) + value
+                # a longest-pause figure is the longest of any process; every other number is a count or a sum
+                out[key] = max(out.get(key, value), value) if "_max_" in key else out.get(key, 0) + value
     out["processes"] = {"count": 1 + len(replies), "answered": sorted(i for i, _ in views)}
     return out
 

@@ -20,6 +20,7 @@ from frontend.decode_policy import WorkerLatencies
 from frontend.dispatcher import GroupRun
 from frontend.errors import DeadlineExceeded, NotReady, Overloaded, ShuttingDown
 from frontend.fallback import BUDGET_FRACTION, CopyBudget
+from frontend.gc_watch import GcWatch
 from frontend.grouper import Grouper
 from frontend.hedging import HEDGE_BUDGET_FRACTION, HedgePolicy, LatencyTracker
 from frontend.metrics import Metrics
@@ -52,6 +53,7 @@ class Service:
         self.copy_budget = CopyBudget(HEDGE_BUDGET_FRACTION if cfg.mode == "hedged" else BUDGET_FRACTION)
         self.hedge = HedgePolicy(self.latency, cfg.hedge_delay_ms, cfg.hedge_percentile) if cfg.mode == "hedged" else None
         self.metrics = Metrics(self)
+        self.gc = GcWatch()  # collector pauses stall the loop: counted for /stats
         self.trace_sink = TraceSink(cfg.trace_file) if cfg.trace_file is not None else None
         self.grouper = Grouper(cfg.k if cfg.coded else 1, cfg.group_timeout_ms / 1000, self._new_run)
 
@@ -59,6 +61,7 @@ class Service:
 
     async def start(self) -> None:
         self.pool.start()
+        self.gc.start()
         self._monitor = asyncio.create_task(self._monitor_loop())
 
     async def drain(self, timeout_s: float) -> bool:
@@ -82,6 +85,7 @@ class Service:
             await asyncio.gather(self._monitor, return_exceptions=True)
         await asyncio.gather(*self._leftover, return_exceptions=True)
         await self.pool.close()
+        self.gc.stop()
         if self.trace_sink is not None:
             await self._write_trace(self.trace_sink)
 

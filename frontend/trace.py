@@ -49,15 +49,19 @@ class GroupTrace:
 
 class TraceSink:
     """Finished groups' traces, written to ``path`` as JSON lines: a header (the loop clock and wall
-    clock at one instant, so times can be matched with other records), then one group per line."""
+    clock at one instant, so times can be matched with other records), then one group per line.
+
+    Each group is kept as its JSON line, not as its event objects: a million lists and tuples kept
+    alive made every full garbage collection of the frontend longer (its event loop stalled ~90 ms
+    every ~50 s in a 340-s run, which the trace itself then showed as the tail)."""
 
     def __init__(self, path: str | Path, max_groups: int = MAX_GROUPS) -> None:
         self.path = Path(path)
-        self.groups: deque[GroupTrace] = deque(maxlen=max_groups)
+        self.groups: deque[str] = deque(maxlen=max_groups)
         self.kept = 0
 
     def keep(self, trace: GroupTrace) -> None:
-        self.groups.append(trace)
+        self.groups.append(json.dumps([[round(t, 6), k, s, w, n] for t, k, s, w, n in trace.events]))
         self.kept += 1
 
     def write(self, clock_s: float, wall_s: float) -> Path:
@@ -68,8 +72,8 @@ class TraceSink:
         tmp = self.path.with_name(self.path.name + ".tmp")
         with tmp.open("w") as f:
             f.write(json.dumps(header) + "\n")
-            for g in list(self.groups):
-                f.write(json.dumps([[round(t, 6), k, s, w, n] for t, k, s, w, n in g.events]) + "\n")
+            for line in list(self.groups):
+                f.write(line + "\n")
         tmp.replace(self.path)  # a reader never sees half a file
         return self.path
 

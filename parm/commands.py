@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import dataclasses
 import errno
+import logging
 import os
 import signal
 from collections.abc import Callable, Coroutine
@@ -18,12 +19,14 @@ from frontend.app import create_app
 from frontend.config import MODES, FrontendConfig, parse_addresses
 from frontend.decode_policy import POLICIES
 from frontend.errors import ConfigError
+from frontend.gc_watch import freeze_startup_heap
 from frontend.handlers import SERVICE
 from frontend.peers import Peers
 from workers.auth import AuthError, read_secret
 
 T = TypeVar("T")
 EVENT_LOOPS = ("auto", "uvloop", "asyncio")
+log = logging.getLogger(__name__)
 PARENT_POLL_S = 0.5  # one of several serving processes checks this often that its supervisor lives
 CODE_HELP = "erasure code: concat (images) or sum (learned parity models), berrut (training-free: parity workers " \
             "run the base model)"
@@ -209,6 +212,7 @@ async def serve_until_signal(app: web.Application, cfg: FrontendConfig, drain_ti
     it stops too when its parent (``supervisor``) is gone."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
+    log.info("garbage collector: %d start-up objects frozen", freeze_startup_heap())
     try:
         await _listen(runner, cfg.host, cfg.port, reuse_port=peers is not None)
         if peers is not None:

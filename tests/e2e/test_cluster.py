@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -104,10 +105,13 @@ def test_parm_up_serves_and_shuts_down_without_orphans(tmp_path) -> None:
         workers = _children(proc.pid)
         assert len(workers) == 3  # 2 data + 1 parity
         x = np.random.default_rng(3).random((4, 784), dtype=np.float32)
-        for _ in range(100):  # readiness follows the first health probes
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready") as r:
-                if json.load(r)["ready"]:
-                    break
+        for _ in range(100):  # readiness follows the workers' connections and first health probes
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready") as r:
+                    if json.load(r)["ready"]:
+                        break
+            except urllib.error.HTTPError as exc:  # 503 until then
+                assert exc.code == 503, exc
             time.sleep(0.05)
         req = urllib.request.Request(f"http://127.0.0.1:{port}/predict", data=json.dumps({"inputs": x.tolist()}).encode(),
                                      headers={"Content-Type": "application/json"})
