@@ -201,6 +201,8 @@ class GroupRun:
         if at <= now + 1e-4:  # the loop may fire a timer a hair early
             if any(m.down for m in missing):
                 self.stats.decodes_worker_down += 1
+            elif self.policy.kind == "adaptive" and not self._waited:
+                self.stats.decodes_already_overdue += 1  # e.g. its worker is judged slow (no queue credit)
             self._decode()
             return
         if self._decode_timer is not None:

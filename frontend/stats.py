@@ -25,6 +25,7 @@ class Stats:
     decodes_avoided: int = 0           # a decode waited (decode policy) and the real output came in time
     decodes_after_wait: int = 0        # a decode waited and then happened: the output was overdue
     decodes_worker_down: int = 0       # decoded at once: a missing output's worker was down or had failed it
+    decodes_already_overdue: int = 0   # adaptive, decoded at once: the missing output was overdue already
     fallback_hedges: int = 0           # coded: second copies of overdue queries the code could not rebuild
     fallback_hedge_wins: int = 0       # ... that answered first
     encode_seconds: float = 0.0

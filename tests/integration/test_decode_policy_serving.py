@@ -64,8 +64,11 @@ async def test_a_stalled_worker_is_still_decoded_by_the_adaptive_policy() -> Non
             assert resp.status == 200, body
             assert sum(body["degraded"]) == 4  # one query of each group sat on the stalled worker
             np.testing.assert_allclose(np.array(body["outputs"]), LINEAR.predict(x), rtol=1e-4, atol=1e-4)
-            stats = service_of(c).stats  # decoded once overdue, or at once if its probe had failed by then
-            assert stats.decodes_after_wait + stats.decodes_worker_down >= 4
+            # decoded once overdue, at once if the worker was judged slow or down by then; never eagerly
+            rules = {p for p, d in zip(body["path"], body["degraded"]) if d}
+            assert rules <= {"decoded-overdue", "decoded-silent", "decoded-down"}, body["path"]
+            stats = service_of(c).stats
+            assert stats.decodes_after_wait + stats.decodes_worker_down + stats.decodes_already_overdue >= 4
             ws[1].faults.set("none")
 
 
