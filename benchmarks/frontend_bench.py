@@ -37,7 +37,7 @@ PY = sys.executable
 LOADGEN = str(ROOT / "benchmarks" / "loadgen.py")
 RESULTS = ROOT / "benchmarks" / "results" / "frontend.json"
 SCALE_RESULTS = ROOT / "benchmarks" / "results" / "frontend_scale.json"
-TARGETS = {"throughput_ratio": 0.85, "added_p50_ms": 1.0, "added_p99_ms": 3.0}
+TARGETS = {"throughput_ratio": 0.90, "added_p50_ms": 1.0, "added_p99_ms": 3.0, "coded_cpu_us": 100.0}
 @dataclass
 class Frontend:
     mode: str
@@ -74,6 +74,17 @@ async def start_frontend(cluster: LocalCluster, mode: str, args: argparse.Namesp
     log = open(log_dir / f"frontend-{mode}-{port}.log", "wb")  # noqa: SIM115 (lives as long as the process)
     proc = await asyncio.create_subprocess_exec(*cmd, cwd=ROOT, stdout=log, stderr=log)
     fe = Frontend(mode, port, proc, cmd)
+    await wait_ready(fe)
+    return fe
+
+
+async def start_floor(log_dir: Path) -> Frontend:
+    """benchmarks/aiohttp_floor.py: the HTTP stack doing nothing but parse and answer (the floor)."""
+    port = free_port()
+    cmd = [PY, str(ROOT / "benchmarks" / "aiohttp_floor.py"), "--port", str(port)]
+    log = open(log_dir / f"floor-{port}.log", "wb")  # noqa: SIM115 (lives as long as the process)
+    proc = await asyncio.create_subprocess_exec(*cmd, cwd=ROOT, stdout=log, stderr=log)
+    fe = Frontend("floor", port, proc, cmd)
     await wait_ready(fe)
     return fe
 
@@ -221,11 +232,14 @@ def med(runs: list[dict[str, Any]], key: str) -> float:
 def verdicts(sat: dict[str, list[dict[str, Any]]], mod: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     ratio = med(sat["coded"], "achieved_rate") / med(sat["none"], "achieved_rate")
     out: dict[str, Any] = {"throughput_ratio_coded_over_none": ratio, "throughput_ratio_met": ratio >= TARGETS["throughput_ratio"]}
-    for mode in ("none", "coded"):
+    for mode in ("floor", "none", "coded"):
+        cpu = statistics.median(r["cpu_us_per_answer"]["frontend"] for r in sat[mode])
+        out[f"frontend_cpu_us_{mode}"] = cpu
         for q in ("p50", "p99"):
             added = med(mod[mode], f"{q}_ms") - med(mod["direct"], f"{q}_ms")
             out[f"added_{q}_ms_{mode}"] = added
             out[f"added_{q}_met_{mode}"] = added <= TARGETS[f"added_{q}_ms"]
+    out["coded_cpu_met"] = out["frontend_cpu_us_coded"] <= TARGETS["coded_cpu_us"]
     return out
 
 
@@ -237,8 +251,11 @@ def format_tables(sat: dict[str, list[dict[str, Any]]], mod: dict[str, list[dict
         fe_cpu = statistics.median(r["cpu_us_per_answer"].get("frontend", float("nan")) for r in runs)
         lines.append(f"  {name:<8} {med(runs, 'achieved_rate'):10.1f} {med(runs, 'p50_ms'):8.2f} "
                      f"{med(runs, 'p99_ms'):8.2f} {fe_cpu:20.0f}")
-    lines += [f"  throughput coded/none = {v['throughput_ratio_coded_over_none']:.3f} (target >= 0.85: "
-              f"{'MET' if v['throughput_ratio_met'] else 'MISSED'})", "",
+    lines += [f"  throughput coded/none = {v['throughput_ratio_coded_over_none']:.3f} (target >= 0.90: "
+              f"{'MET' if v['throughput_ratio_met'] else 'MISSED'})",
+              f"  frontend cpu per coded answer {v['frontend_cpu_us_coded']:.0f} us (target <= 100: "
+              f"{'MET' if v['coded_cpu_met'] else 'MISSED'}); the bare HTTP stack (floor) {v['frontend_cpu_us_floor']:.0f} us",
+              "",
               f"Moderate load (Poisson {rate:.0f} req/s, same for all; median over rounds)",
               f"  {'target':<8} {'p50 ms':>8} {'p99 ms':>8} {'added p50':>10} {'added p99':>10}"]
     for name, runs in mod.items():
@@ -265,10 +282,12 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             await cluster.stop()
     frontends: list[Frontend] = []
     try:
-        frontends = [await start_frontend(cluster, mode, args, log_dir) for mode in ("none", "coded")]
+        frontends = [await start_floor(log_dir)] + [await start_frontend(cluster, mode, args, log_dir)
+                                                    for mode in ("none", "coded")]
         worker_pids = {f"{w.spec.role}{i}": w.proc.pid for i, w in enumerate(cluster.workers)}
         targets = {"direct": ["--worker", addrs(cluster, "data")], **{fe.mode: ["--url", fe.url] for fe in frontends}}
         pids = {"direct": worker_pids, **{fe.mode: {"frontend": fe.proc.pid, **worker_pids} for fe in frontends}}
+        pids["floor"] = {"frontend": frontends[0].proc.pid}  # it calls no worker
         print(f"workers: data {addrs(cluster, 'data')}, parity {addrs(cluster, 'parity')}; logs in {log_dir}", flush=True)
         sat = await saturation(targets, pids, args, args.rounds, args.format)
         other_fmt = "json" if args.format == "msgpack" else "msgpack"

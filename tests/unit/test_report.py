@@ -37,11 +37,17 @@ def _mode(p50: float, p999: float) -> dict:
 
 
 def test_compare_ratios_and_targets() -> None:
-    cmp = report.compare({"equal": _mode(10, 110), "coded": _mode(10.2, 35), "hedged": _mode(11, 60)})
-    assert cmp["coded_p999_over_equal"] == pytest.approx(35 / 110)
-    assert cmp["gap_equal_over_coded"] == pytest.approx(100 / 24.8)
-    assert cmp["targets"] == {"coded_p999 <= 0.45 x equal": True, "gap cut >= 4x": True,
-                              "median within 5%": True, "coded below hedged (p99.9)": True}
+    cmp = report.compare({"equal": _mode(10, 110), "coded": _mode(10.1, 30), "hedged": _mode(11, 60)})
+    assert cmp["coded_p999_over_equal"] == pytest.approx(30 / 110)
+    assert cmp["gap_equal_over_coded"] == pytest.approx(100 / 19.9)
+    assert cmp["targets"] == {"coded_p999 <= 0.40 x equal": True, "gap cut >= 4.5x": True,
+                              "median within 2%": True, "coded below hedged (p99.9)": True,
+                              "degraded <= 1.5 x exposed": None}  # no exposure recorded
+    slow = report.compare({"equal": _mode(10, 110), "coded": {**_mode(10.5, 50), "frac_degraded": 0.1,
+                                                              "exposed_frac": 0.05}})
+    assert slow["targets"] == {"coded_p999 <= 0.40 x equal": False, "gap cut >= 4.5x": False,
+                               "median within 2%": False, "coded below hedged (p99.9)": None,
+                               "degraded <= 1.5 x exposed": False}
     assert report.compare({"coded": _mode(1, 2)}) == {}
 
 
