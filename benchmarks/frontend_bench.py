@@ -30,6 +30,7 @@ import aiohttp
 from frontend_profile import PROFILE_RUNNER, format_profile, summarize_profile
 from results_file import write_json
 
+from harness import trace_steps
 from harness.bench_proc import cpu_model, cpu_seconds
 from workers.cluster import LocalCluster, WorkerSpec, free_port
 
@@ -58,17 +59,18 @@ def addrs(cluster: LocalCluster, role: str) -> str:
 
 
 def serve_command(cluster: LocalCluster, mode: str, port: int, log_level: str, processes: int = 1,
-                  event_loop: str = "auto") -> list[str]:
+                  event_loop: str = "auto", trace_to: Path | None = None) -> list[str]:
     cmd = [PY, "-m", "parm.cli", "--log-level", log_level, "serve", "--port", str(port),
            "--data", addrs(cluster, "data"), "--mode", mode, "--k", "2", "--code", "sum", "--processes", str(processes),
            "--event-loop", event_loop]
+    cmd += ["--trace-file", str(trace_to)] if trace_to is not None else []
     return cmd + (["--parity", addrs(cluster, "parity")] if mode == "coded" else [])
 
 
 async def start_frontend(cluster: LocalCluster, mode: str, args: argparse.Namespace, log_dir: Path,
-                         profile_to: Path | None = None, processes: int = 1) -> Frontend:
+                         profile_to: Path | None = None, processes: int = 1, trace_to: Path | None = None) -> Frontend:
     port = free_port()
-    cmd = serve_command(cluster, mode, port, args.frontend_log_level, processes, args.event_loop)
+    cmd = serve_command(cluster, mode, port, args.frontend_log_level, processes, args.event_loop, trace_to)
     if profile_to is not None:
         cmd = [PY, "-c", PROFILE_RUNNER, str(profile_to), *cmd[3:]]
     log = open(log_dir / f"frontend-{mode}-{port}.log", "wb")  # noqa: SIM115 (lives as long as the process)
@@ -180,6 +182,21 @@ async def profile_mode(cluster: LocalCluster, mode: str, args: argparse.Namespac
         await stop_process(fe.proc, signal.SIGINT)
     print(brief(f"prof-{mode}", s), flush=True)
     return summarize_profile(prof, s["ok_total"])
+
+
+async def trace_mode(cluster: LocalCluster, mode: str, args: argparse.Namespace, log_dir: Path,
+                     rate: float) -> dict[str, Any]:
+    """A fresh frontend with --trace-file through one moderate-load run: where each query's time went
+    inside it (harness.trace_steps), next to the latency the load generator saw."""
+    path = log_dir / f"trace-{mode}.jsonl"
+    fe = await start_frontend(cluster, mode, args, log_dir, trace_to=path)
+    try:
+        s = await run_load(["--url", fe.url], ["--rate", f"{rate:.1f}", "--seed", "7"], args.mod_s, args.warmup_s,
+                           args.format, {"frontend": fe.proc.pid})
+    finally:
+        await stop_process(fe.proc)  # SIGTERM: the trace is written at shutdown
+    print(brief(f"trace-{mode}", s), flush=True)
+    return {"loadgen_p50_ms": s["p50_ms"], "loadgen_p99_ms": s["p99_ms"], **trace_steps.summarize(path)}
 
 
 async def scaling(cluster: LocalCluster, args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
@@ -299,6 +316,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             await stop_process(fe.proc)
     try:
         profiles = {} if args.no_profile else {m: await profile_mode(cluster, m, args, log_dir) for m in ("none", "coded")}
+        traces = {m: await trace_mode(cluster, m, args, log_dir, rate) for m in ("none", "coded")} if args.trace else {}
     finally:
         await cluster.stop()
     v = verdicts(sat, mod)
@@ -308,7 +326,11 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
               f"coded {med(sat_other['coded'], 'achieved_rate'):.1f}/s")
     for mode, prof in profiles.items():
         print(format_profile(mode, prof))
-    return {"frontend_commands": {fe.mode: " ".join(fe.command[1:]) for fe in frontends}, "moderate_rate": rate,
+    if traces:
+        print(f"\nInside the frontend at {rate:.0f} req/s (traced run; loadgen p50/p99 beside it):")
+        for mode, t in traces.items():
+            print(trace_steps.format_steps(mode, t) + f"  loadgen {t['loadgen_p50_ms']:.2f}/{t['loadgen_p99_ms']:.2f}")
+    return {"traces": traces, "frontend_commands": {fe.mode: " ".join(fe.command[1:]) for fe in frontends}, "moderate_rate": rate,
             "saturation": sat, f"saturation_{other_fmt}": sat_other, "moderate": mod, "verdicts": v,
             "targets": TARGETS, "profiles": profiles}
 
@@ -326,6 +348,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--format", choices=["msgpack", "json"], default="msgpack")
     p.add_argument("--frontend-log-level", default="WARNING", help="INFO logs every request (aiohttp access log)")
     p.add_argument("--no-profile", action="store_true")
+    p.add_argument("--trace", action="store_true",
+                   help="also trace none and coded at the moderate load: time per step inside the frontend")
     p.add_argument("--event-loop", default="auto", choices=["auto", "uvloop", "asyncio"],
                    help="the frontends' event loop (parm serve --event-loop)")
     p.add_argument("--scale", type=int, default=0, metavar="N",

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from coders import Code
-from frontend import fallback, parity
+from frontend import clock, fallback, parity
 from frontend.decode_policy import DecodePolicy, MissingSlot, WorkerLatencies
 from frontend.errors import WorkerError
 from frontend.fallback import CopyBudget
@@ -144,14 +144,13 @@ class GroupRun:
         inputs = self.queries[slot].inputs[None]  # (1, *S)
         tried: set[Worker] = set()
         attempt = 0
-        loop = asyncio.get_running_loop()
         while not self.finished:
             # uncoded: nothing decodes around a slow worker, so avoid one (frontend.balance)
             worker = self.pool.pick(self.pool.data, avoid=self.used | tried, by_pace=self.code is None)
             if worker is not None:
                 self.used.add(worker)
                 ahead = worker.in_flight
-                t0 = loop.time()
+                t0 = clock.now()
                 finish = self.policy.predict_finish(self.latencies, worker, t0, ahead)
                 self.requests[slot] = (t0, worker, ahead, finish)
                 if self.trace is not None:
@@ -159,7 +158,7 @@ class GroupRun:
                 try:
                     out = await worker.infer(inputs)  # (1, C)
                 except asyncio.CancelledError:  # abandoned: it took at least this long
-                    self.latencies.record(worker, loop.time() - t0, ahead, censored=True)
+                    self.latencies.record(worker, clock.now() - t0, ahead, censored=True)
                     raise
                 except WorkerError as exc:
                     log.debug("slot %d: %s", slot, exc)
@@ -168,14 +167,14 @@ class GroupRun:
                     if self.trace is not None:
                         self.trace.add("fail", slot)
                 else:
-                    elapsed = loop.time() - t0
+                    elapsed = clock.now() - t0
                     if self.trace is not None:
                         self.trace.add("out", slot)
                     self.latencies.record(worker, elapsed, ahead)
                     if record:
                         self.latency.record(elapsed)
                     return out[0]
-            self.requests[slot] = (loop.time(), None, 0, None)  # nothing out for it: a decode need not wait
+            self.requests[slot] = (clock.now(), None, 0, None)  # nothing out for it: a decode need not wait
             self._consider_decode()
             attempt += 1
             self.stats.retries += 1
@@ -195,10 +194,10 @@ class GroupRun:
         if self.group is None or self.finished or not self.group.can_decode():
             return
         loop = asyncio.get_running_loop()
-        now = loop.time()
+        now, slack = clock.now(), clock.timer_slack()
         missing = self._missing()
         at, self._decode_rule = self.policy.decision(now, missing, self.latencies)
-        if at <= now + 1e-4:  # the loop may fire a timer a hair early
+        if at <= now + slack:  # the loop may fire a timer a little early
             if any(m.down for m in missing):
                 self.stats.decodes_worker_down += 1
             elif self.policy.kind == "adaptive" and not self._waited:
@@ -206,7 +205,7 @@ class GroupRun:
             self._decode()
             return
         if self._decode_timer is not None:
-            if abs(self._decode_timer.when() - at) < 1e-4:
+            if abs(self._decode_timer.when() - at) < slack:
                 return
             self._decode_timer.cancel()
         self._waited = True

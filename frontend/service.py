@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from coders import Code, make_code
+from frontend import clock
 from frontend.config import FrontendConfig
 from frontend.decode_policy import WorkerLatencies
 from frontend.dispatcher import GroupRun
@@ -69,9 +70,8 @@ class Service:
         flight to be answered; True if none is left."""
         self.accepting = False
         self.grouper.flush()
-        loop = asyncio.get_running_loop()
-        end = loop.time() + timeout_s
-        while self.pending and loop.time() < end:
+        end = clock.now() + timeout_s
+        while self.pending and clock.now() < end:
             await asyncio.sleep(0.01)
         return self.pending == 0
 
@@ -168,7 +168,7 @@ class Service:
             self.stats.rejected_overload += 1
             raise Overloaded(f"{self.pending} queries pending; limit is {self.cfg.max_pending}", retry_after=1)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + (deadline_ms if deadline_ms is not None else self.cfg.deadline_ms) / 1000
+        deadline = clock.now() + (deadline_ms if deadline_ms is not None else self.cfg.deadline_ms) / 1000
         queries = [self._accept(row, deadline, loop) for row in inputs]
         for q in queries:
             self.grouper.add(q)
@@ -204,8 +204,8 @@ class Service:
         self.pending += 1
         self.stats.queries += 1
         timer = loop.call_at(deadline, self._expire, q)
-        start = loop.time()
-        q.future.add_done_callback(lambda f: self._resolved(f, timer, loop.time() - start))
+        start = clock.now()
+        q.future.add_done_callback(lambda f: self._resolved(f, timer, clock.now() - start))
         return q
 
     def _resolved(self, future: asyncio.Future[Answer], timer: asyncio.TimerHandle, seconds: float) -> None:
