@@ -1,6 +1,6 @@
 """The HTTP stack's floor for benchmarks/frontend_bench.py: an aiohttp server on uvloop that does the least
-any frontend must (read the msgpack body, decode its tensor, answer a (1, 10) msgpack tensor) and nothing
-else, so its CPU per answer bounds from below what `parm serve` can cost on the same stack.
+any frontend must (read the msgpack or JSON body, decode its tensor, answer a (1, 10) tensor in kind)
+and nothing else, so its CPU per answer bounds from below what `parm serve` can cost on the same stack.
 
     .venv/bin/python benchmarks/aiohttp_floor.py --port 8090
 """
@@ -15,6 +15,7 @@ sys.path.insert(0, str(ROOT))
 
 import msgpack  # noqa: E402
 import numpy as np  # noqa: E402
+import orjson  # noqa: E402
 from aiohttp import web  # noqa: E402
 
 from workers.protocol import decode_tensor, encode_tensor  # noqa: E402
@@ -23,8 +24,11 @@ ANSWER = np.zeros((1, 10), np.float32)  # what a 10-class model would return for
 
 
 async def predict(request: web.Request) -> web.Response:
-    body = msgpack.unpackb(await request.read())
-    decode_tensor(body["inputs"])  # (1, 1, 28, 28): the parse every frontend pays
+    raw = await request.read()
+    if request.content_type == "application/json":  # frontend_bench --format json
+        np.asarray(orjson.loads(raw)["inputs"], dtype=np.float32)  # (1, 1, 28, 28)
+        return web.Response(body=orjson.dumps({"outputs": ANSWER.tolist()}), content_type="application/json")
+    decode_tensor(msgpack.unpackb(raw)["inputs"])  # (1, 1, 28, 28): the parse every frontend pays
     return web.Response(body=msgpack.packb({"outputs": encode_tensor(ANSWER)}), content_type="application/msgpack")
 
 

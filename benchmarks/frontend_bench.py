@@ -299,8 +299,9 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             await cluster.stop()
     frontends: list[Frontend] = []
     try:
-        frontends = [await start_floor(log_dir)] + [await start_frontend(cluster, mode, args, log_dir)
-                                                    for mode in ("none", "coded")]
+        frontends.append(await start_floor(log_dir))  # one at a time: a failed start still stops the others
+        for mode in ("none", "coded"):
+            frontends.append(await start_frontend(cluster, mode, args, log_dir))
         worker_pids = {f"{w.spec.role}{i}": w.proc.pid for i, w in enumerate(cluster.workers)}
         targets = {"direct": ["--worker", addrs(cluster, "data")], **{fe.mode: ["--url", fe.url] for fe in frontends}}
         pids = {"direct": worker_pids, **{fe.mode: {"frontend": fe.proc.pid, **worker_pids} for fe in frontends}}

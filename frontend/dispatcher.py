@@ -189,19 +189,18 @@ class GroupRun:
         self._deliver(self.group.add_output(slot, output, decode=False))
         self._consider_decode()
 
-    def _consider_decode(self) -> None:
-        """If the group could decode, do it now or set the timer for when the policy says."""
+    def _consider_decode(self, fired: bool = False) -> None:
+        """If the group could decode, do it now or set the timer for when the policy says.
+        ``fired``: the decode timer fired, possibly a little before its due time (uvloop's timers
+        run on a millisecond clock, up to ~0.5 ms early): within the loop's timer slack is due."""
         if self.group is None or self.finished or not self.group.can_decode():
             return
         loop = asyncio.get_running_loop()
         now, slack = clock.now(), clock.timer_slack()
         missing = self._missing()
         at, self._decode_rule = self.policy.decision(now, missing, self.latencies)
-        if at <= now + slack:  # the loop may fire a timer a little early
-            if any(m.down for m in missing):
-                self.stats.decodes_worker_down += 1
-            elif self.policy.kind == "adaptive" and not self._waited:
-                self.stats.decodes_already_overdue += 1  # e.g. its worker is judged slow (no queue credit)
+        if at <= now + (slack if fired else clock.EXACT_TIMER_SLACK_S):
+            self._count_decode_at_once(missing)
             self._decode()
             return
         if self._decode_timer is not None:
@@ -213,12 +212,22 @@ class GroupRun:
         if self.trace is not None:
             self.trace.add("wait", -1, self._decode_rule, at)
 
+    def _count_decode_at_once(self, missing: list[MissingSlot]) -> None:
+        """One bucket per decode: after a wait (counted when the group finishes), a worker down, or
+        an output already overdue when the group became decodable (adaptive; e.g. a slow worker)."""
+        if self._waited:
+            return
+        if any(m.down for m in missing):
+            self.stats.decodes_worker_down += 1
+        elif self.policy.kind == "adaptive" and self._decode_rule in ("overdue", "silent"):
+            self.stats.decodes_already_overdue += 1
+
     def _on_decode_timer(self) -> None:
         """The adaptive policy re-judges (a worker that answered meanwhile moved its outputs' due time);
         a grace is counted from when the group became decodable, so it decodes now."""
         self._decode_timer = None
         if self.policy.kind == "adaptive":
-            self._consider_decode()
+            self._consider_decode(fired=True)
         else:
             self._decode()
 

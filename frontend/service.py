@@ -92,7 +92,7 @@ class Service:
     async def _write_trace(self, sink: TraceSink) -> None:
         """Write the trace off the loop; a failure is logged, never raised (the queries are all answered)."""
         try:
-            path = await asyncio.to_thread(sink.write, asyncio.get_running_loop().time(), time.time())
+            path = await asyncio.to_thread(sink.write, clock.now(), time.time())
         except OSError as exc:
             log.error("could not write the trace to %s: %s", sink.path, exc)
         else:

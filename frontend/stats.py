@@ -23,6 +23,7 @@ class Stats:
     groups_partial: int = 0            # closed by the group timeout before k queries arrived
     groups_without_parity: int = 0     # full, but no healthy parity worker
     decodes_avoided: int = 0           # a decode waited (decode policy) and the real output came in time
+    # each decode in at most one of the next three (one made at once by the deadline rule: in none)
     decodes_after_wait: int = 0        # a decode waited and then happened: the output was overdue
     decodes_worker_down: int = 0       # decoded at once: a missing output's worker was down or had failed it
     decodes_already_overdue: int = 0   # adaptive, decoded at once: the missing output was overdue already

@@ -1,7 +1,8 @@
 """Where a query's time inside the frontend goes, from a trace (frontend.trace): from joining its
 group to its request going out (dispatch), the worker's round trip, and from its output (or the
 group's decode) to its answer. benchmarks/frontend_bench.py --trace reports these for the whole
-run and for the queries at or past p99, to tell a slow worker from a busy frontend loop.
+run and for the queries at or past p99, to tell a slow worker from a busy frontend loop (all
+traced queries, the load generator's warm-up included).
 """
 from __future__ import annotations
 
@@ -17,11 +18,12 @@ STEPS = ("dispatch", "worker", "finish")
 
 def steps(q: QueryRecord) -> dict[str, float] | None:
     """Seconds per step of an answered query; None without an answer. ``worker`` spans the last
-    request's send to its output (NaN if the answer did not come from it, e.g. decoded)."""
+    request's send to its output, NaN unless the answer came from it (decoded, or a copy won);
+    ``finish`` then spans from that send to the answer, so it holds the decode policy's wait."""
     if q.answered is None or not q.sends:
         return None
     last_send = q.sends[-1][0]
-    own = q.own_out is not None and q.own_out >= last_send
+    own = q.path == "own" and q.own_out is not None and q.own_out >= last_send
     return {"total": q.answered - q.joined, "dispatch": q.sends[0][0] - q.joined,
             "worker": q.own_out - last_send if own else float("nan"),
             "finish": q.answered - (q.own_out if own else last_send)}
@@ -52,7 +54,7 @@ def _pct(v: np.ndarray, q: float) -> float | None:
 def format_steps(mode: str, s: dict[str, Any]) -> str:
     if not s.get("queries"):
         return f"  {mode}: no traced queries"
-    cells = "  ".join(f"{k} {s[k]['p50_ms']:.2f}/{s[k]['p99_ms']:.2f}/{_fmt(s[k]['tail_median_ms'])}"
+    cells = "  ".join(f"{k} {_fmt(s[k]['p50_ms'])}/{_fmt(s[k]['p99_ms'])}/{_fmt(s[k]['tail_median_ms'])}"
                       for k in ("total", *STEPS))
     return f"  {mode:<6} {s['queries']} queries: {cells}  (ms: p50/p99/median of the >= p99 queries)"
 

@@ -32,6 +32,10 @@ def test_steps_split_a_query_and_leave_the_worker_step_out_of_a_decoded_answer()
     assert s["total"] == pytest.approx(s["dispatch"] + s["worker"] + s["finish"])
     d = trace_steps.steps(decoded.queries[1])
     assert d is not None and math.isnan(d["worker"]) and d["finish"] == pytest.approx(0.007)
+    copied = parse_group([[0.0, "join", 0, None, None], [0.001, "send", 0, "w0", 0],
+                          [0.050, "answer", 0, "copy", None], [0.060, "out", 0, None, None]])
+    c = trace_steps.steps(copied.queries[0])  # a copy won; the first request's late output is not the answer
+    assert c is not None and math.isnan(c["worker"]) and c["finish"] == pytest.approx(0.049)
 
 
 def test_summarize_finds_the_step_behind_the_tail(tmp_path: Path) -> None:
