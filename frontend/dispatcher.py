@@ -1,6 +1,7 @@
-"""Runs one coding group on the workers: each data query is sent as soon as it joins the group,
-the parity query once the group is full; outputs feed the pure ``Group``, whose deliveries
-resolve the queries' futures. When every query is resolved the group cancels what is left.
+"""Runs one coding group on the workers: each data query is sent as soon as it joins the group
+(frontend.sending), the parity query once the group is full (frontend.parity); outputs feed the
+pure ``Group``, whose deliveries settle the queries. When every query is settled the group abandons
+what is left. Replies arrive by callback from the worker connections: no task per query.
 
 A data request that fails (worker crashed, error reply) is re-sent to another healthy worker
 until an output arrives or the group finishes; a client going away never cancels group work,
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from coders import Code
-from frontend import clock, fallback, parity
+from frontend import clock, parity, sending
 from frontend.decode_policy import DecodePolicy, MissingSlot, WorkerLatencies
 from frontend.errors import WorkerError
 from frontend.fallback import CopyBudget
@@ -31,7 +32,6 @@ from frontend.trace import GroupTrace, TraceSink
 from frontend.worker_api import Worker
 
 log = logging.getLogger(__name__)
-MAX_BACKOFF_S = 0.1
 
 
 class GroupRun:
@@ -50,7 +50,11 @@ class GroupRun:
         self.early: dict[int, np.ndarray] = {}  # data outputs that arrived before close
         self.used: set[Worker] = set()  # workers holding a query of this group
         self.used_parity: set[Worker] = set()
-        self.tasks: set[asyncio.Task[Any]] = set()
+        self.tasks: set[asyncio.Task[Any]] = set()  # hedged fetches and fallback copies
+        self.outstanding: dict[int, sending.DataSend] = {}  # slot -> its data request on the wire
+        self.parity_sends: list[Any] = []     # the parity requests on the wire (frontend.parity)
+        self.retry_timers: dict[int, asyncio.TimerHandle] = {}  # slot -> its re-send after a failure
+        self._open = 0                        # queries not yet settled
         self.finished = False
         self.policy = policy if policy is not None else DecodePolicy("eager")
         self.latencies = latencies if latencies is not None else WorkerLatencies()  # per worker, shared
@@ -77,10 +81,19 @@ class GroupRun:
         slot = len(self.queries)
         self.copy_budget.earn()
         self.queries.append(query)
+        query.group = self
+        self._open += 1
         if self.trace is not None:
             self.trace.add("join", slot)
-        query.future.add_done_callback(lambda _f: self._maybe_finish())
-        self.spawn(self._run_data(slot))
+        if self.hedge is not None:
+            self.spawn(self._run_hedged(slot))
+        else:
+            sending.send(self, slot)
+
+    def settled(self, query: Query) -> None:
+        """One of this group's queries was answered or failed (frontend.query.Query tells its group)."""
+        self._open -= 1
+        self._maybe_finish()
 
     def close(self) -> None:
         """No more queries: build the state machine, replay early outputs, send the parity queries."""
@@ -115,32 +128,20 @@ class GroupRun:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def _run_data(self, slot: int) -> None:
-        if self.hedge is not None:
-            out = await hedged_fetch(self, slot)
-        elif self.fallback_hedge and self.code is not None:
-            asyncio.get_running_loop().call_soon(self._arm_fallback, slot)  # runs once the request is out
-            out = await self.fetch(slot)
-            timer = self.fallback_timers.pop(slot, None)
-            if timer is not None:
-                timer.cancel()
-        else:
-            out = await self.fetch(slot)
+    async def _run_hedged(self, slot: int) -> None:
+        out = await hedged_fetch(self, slot)
         if out is not None:
             self.on_output(slot, out)
-
-    def _arm_fallback(self, slot: int) -> None:
-        if not self.finished and not self.queries[slot].future.done():
-            self.fallback_timers[slot] = fallback.arm(self, slot)
 
     def decodable(self) -> bool:
         """The group could rebuild its missing outputs now (so the decode policy, not a re-send, covers them)."""
         return self.group is not None and self.group.can_decode()
 
     async def fetch(self, slot: int, record: bool = True) -> np.ndarray | None:
-        """Send slot's query to a healthy data worker, re-sending after failures; (C,) output,
-        or None once the group has finished without it. ``record``: add the round trip to the
-        latency record (hedged fetches record the whole query instead)."""
+        """Hedged mode's form of frontend.sending.send, as a coroutine for hedged_fetch to race: send
+        slot's query to a healthy data worker, re-sending after failures; (C,) output, or None once the
+        group has finished without it. ``record``: add the round trip to the latency record (hedged
+        fetches record the whole query instead)."""
         inputs = self.queries[slot].inputs[None]  # (1, *S)
         tried: set[Worker] = set()
         attempt = 0
@@ -175,10 +176,10 @@ class GroupRun:
                         self.latency.record(elapsed)
                     return out[0]
             self.requests[slot] = (clock.now(), None, 0, None)  # nothing out for it: a decode need not wait
-            self._consider_decode()
+            self.consider_decode()
             attempt += 1
             self.stats.retries += 1
-            await asyncio.sleep(min(self.backoff_s * 2 ** min(attempt, 10), MAX_BACKOFF_S))
+            await asyncio.sleep(min(self.backoff_s * 2 ** min(attempt, 10), sending.MAX_BACKOFF_S))
         return None
 
     def on_output(self, slot: int, output: np.ndarray) -> None:
@@ -187,9 +188,9 @@ class GroupRun:
             self._deliver([Delivery(slot, output, degraded=False)])
             return
         self._deliver(self.group.add_output(slot, output, decode=False))
-        self._consider_decode()
+        self.consider_decode()
 
-    def _consider_decode(self, fired: bool = False) -> None:
+    def consider_decode(self, fired: bool = False) -> None:
         """If the group could decode, do it now or set the timer for when the policy says.
         ``fired``: the decode timer fired, possibly a little before its due time (uvloop's timers
         run on a millisecond clock, up to ~0.5 ms early): within the loop's timer slack is due."""
@@ -227,7 +228,7 @@ class GroupRun:
         a grace is counted from when the group became decodable, so it decodes now."""
         self._decode_timer = None
         if self.policy.kind == "adaptive":
-            self._consider_decode(fired=True)
+            self.consider_decode(fired=True)
         else:
             self._decode()
 
@@ -256,15 +257,18 @@ class GroupRun:
 
     def _deliver(self, deliveries: list[Delivery]) -> None:
         for d in deliveries:
+            q = self.queries[d.slot]
+            if q.done:
+                continue
             path = f"decoded-{self._decode_rule}" if d.degraded else self.won_by.get(d.slot, "own")
-            if self.queries[d.slot].answer(Answer(np.asarray(d.output, np.float32), degraded=d.degraded, path=path)):
-                if self.trace is not None:
-                    self.trace.add("answer", d.slot, path)
-                self.stats.answered += 1
-                self.stats.degraded += int(d.degraded)
+            if self.trace is not None:  # before the answer: the last one finishes the group and its trace
+                self.trace.add("answer", d.slot, path)
+            self.stats.answered += 1
+            self.stats.degraded += int(d.degraded)
+            q.answer(Answer(np.asarray(d.output, np.float32), degraded=d.degraded, path=path))
 
     def _maybe_finish(self) -> None:
-        if self.finished or self.group is None or not all(q.future.done() for q in self.queries):
+        if self.finished or self.group is None or self._open > 0:
             return
         self.finished = True
         if self.trace_sink is not None and self.trace is not None:
@@ -274,9 +278,21 @@ class GroupRun:
             self.stats.decodes_avoided += 1  # the real outputs came in while the decode waited
         elif self._waited:
             self.stats.decodes_after_wait += 1
-        for timer in self.fallback_timers.values():
-            timer.cancel()
-        self.fallback_timers.clear()
-        for task in self.tasks:
-            task.cancel()  # stragglers and an unneeded parity request; late outputs are dropped
+        self._abandon_leftovers()
         self.on_finished(self)
+
+    def _abandon_leftovers(self) -> None:
+        """Stragglers and an unneeded parity request: their late outputs are dropped."""
+        now = clock.now()
+        for req in self.outstanding.values():
+            req.abandon(now)
+        self.outstanding.clear()
+        for handle in self.parity_sends:
+            handle.abandon()
+        self.parity_sends.clear()
+        for timers in (self.fallback_timers, self.retry_timers):
+            for timer in timers.values():
+                timer.cancel()
+            timers.clear()
+        for task in self.tasks:
+            task.cancel()

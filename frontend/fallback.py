@@ -55,7 +55,7 @@ def _on_overdue(run: GroupRun, slot: int) -> None:
     """slot's output is overdue: send one copy to a spare data worker unless the group is done, the query
     answered, or the code can rebuild it (then the decode policy covers it)."""
     run.fallback_timers.pop(slot, None)
-    if run.finished or run.queries[slot].future.done() or run.decodable():
+    if run.finished or run.queries[slot].done or run.decodable():
         return
     spare = run.pool.pick(run.pool.data, avoid=run.used, by_pace=True)  # a copy must go where it is fast
     if spare is None or not run.copy_budget.spend():
@@ -69,7 +69,7 @@ async def _copy_and_deliver(run: GroupRun, slot: int, worker: Worker) -> None:
     """The copy's output answers the query if the first request has not; the first request is cancelled
     with the group's other leftovers when the group finishes."""
     out = await _copy(run, slot, worker)
-    if out is not None and not run.queries[slot].future.done():
+    if out is not None and not run.queries[slot].done:
         run.stats.fallback_hedge_wins += 1
         run.won_by[slot] = "copy"
         run.on_output(slot, out)

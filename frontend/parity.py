@@ -32,12 +32,12 @@ def send_parities(run: GroupRun) -> None:
     parities = run.code.encode(stacked)  # (r, 1, *S), numpy: no torch dispatch on the hot path
     run.stats.encode_seconds += time.perf_counter() - t0
     for i in range(run.code.r):
-        run.spawn(_run_parity(run, run.code.k + i, parities[i]))
+        _send_parity(run, run.code.k + i, parities[i])
 
 
-async def _run_parity(run: GroupRun, slot: int, query: np.ndarray) -> None:
-    """query (1, *S) -> the parity output of ``slot``, from a worker whose model serves that parity
-    index (learned parity model l serves only slot k+l); r parity queries avoid sharing a worker."""
+def _send_parity(run: GroupRun, slot: int, query: np.ndarray) -> None:
+    """query (1, *S) -> to a worker whose model serves that parity index (learned parity model l serves
+    only slot k+l); r parity queries avoid sharing a worker. Its output arrives by callback (ParitySend)."""
     assert run.group is not None and run.code is not None
     worker = run.pool.pick(run.pool.parity_for(slot - run.code.k), avoid=run.used_parity, by_pace=True)
     if worker is None:  # none healthy for this index: decode with the parities that do arrive
@@ -46,15 +46,33 @@ async def _run_parity(run: GroupRun, slot: int, query: np.ndarray) -> None:
     run.used_parity.add(worker)
     if run.trace is not None:
         run.trace.sent("psend", slot, worker, worker.in_flight)
+    req = ParitySend(run, slot)
     try:
-        out = await worker.infer(query)  # (1, C)
+        run.parity_sends.append(worker.send_infer(query, req.done))
     except WorkerError as exc:
-        log.debug("parity: %s", exc)
-        run.stats.worker_errors += 1
-        run.group.parity_failed(slot)
+        req.done(None, exc)
+
+
+class ParitySend:
+    """A parity request's outcome: its output feeds the group like a data output; a failure leaves the
+    group to decode with the parities that do arrive."""
+
+    __slots__ = ("run", "slot")
+
+    def __init__(self, run: GroupRun, slot: int) -> None:
+        self.run, self.slot = run, slot
+
+    def done(self, outputs: np.ndarray | None, exc: WorkerError | None) -> None:
+        run, slot = self.run, self.slot
+        if run.finished or run.group is None:
+            return
+        if exc is not None or outputs is None:
+            log.debug("parity: %s", exc)
+            run.stats.worker_errors += 1
+            run.group.parity_failed(slot)
+            if run.trace is not None:
+                run.trace.add("fail", slot)
+            return
         if run.trace is not None:
-            run.trace.add("fail", slot)
-        return
-    if run.trace is not None:
-        run.trace.add("pout", slot)
-    run.on_output(slot, out[0])
+            run.trace.add("pout", slot)
+        run.on_output(slot, outputs[0])

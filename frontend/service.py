@@ -1,7 +1,7 @@
 """The serving core behind the HTTP handlers: admission, deadlines, grouping and lifecycle.
 
-``submit`` turns a request's rows into Queries (each with its own future and deadline timer),
-hands them to the Grouper, and waits for their answers. ``pending`` counts accepted queries
+``submit`` turns a request's rows into Queries (one future and one deadline timer per request, a
+Pending), hands them to the Grouper, and waits for their answers. ``pending`` counts accepted queries
 without an answer; it returns to zero whatever happens to workers or clients. A --default-output
 whose length differs from the model's outputs keeps the service unready (``not_ready_reason``).
 """
@@ -26,7 +26,7 @@ from frontend.grouper import Grouper
 from frontend.hedging import HEDGE_BUDGET_FRACTION, HedgePolicy, LatencyTracker
 from frontend.metrics import Metrics
 from frontend.pool import WorkerPool
-from frontend.query import Answer, Query
+from frontend.query import Answer, Pending, Query
 from frontend.stats import Stats
 from frontend.trace import TraceSink
 
@@ -168,18 +168,30 @@ class Service:
             self.stats.rejected_overload += 1
             raise Overloaded(f"{self.pending} queries pending; limit is {self.cfg.max_pending}", retry_after=1)
         loop = asyncio.get_running_loop()
-        deadline = clock.now() + (deadline_ms if deadline_ms is not None else self.cfg.deadline_ms) / 1000
-        queries = [self._accept(row, deadline, loop) for row in inputs]
-        for q in queries:
-            self.grouper.add(q)
-        await asyncio.wait([q.future for q in queries])  # never cancels the queries themselves
-        missed = sum(1 for q in queries if q.future.exception() is not None)
-        if missed:
-            exc = next(q.future.exception() for q in queries if q.future.exception() is not None)
-            if isinstance(exc, DeadlineExceeded):
-                raise self._missed(missed, n, deadline_ms)
-            raise exc  # type: ignore[misc]
-        answers = [q.future.result() for q in queries]
+        start = clock.now()
+        deadline = start + (deadline_ms if deadline_ms is not None else self.cfg.deadline_ms) / 1000
+        request = Pending(loop.create_future(), start, self._settled)
+        queries = request.queries = [Query(row, deadline, request) for row in inputs]
+        request.left = n
+        self.pending += n
+        self.stats.queries += n
+        request.timer = loop.call_at(deadline, self._expire, request)
+        if n > 1:  # several frames to one worker leave in one write
+            self.pool.cork()
+        try:
+            for q in queries:
+                self.grouper.add(q)
+        finally:
+            if n > 1:
+                self.pool.uncork()
+        if request.left:
+            await request.future  # a cancelled handler stops waiting; its queries are still answered
+        failed = [q.error for q in queries if q.error is not None]
+        if failed:
+            if isinstance(failed[0], DeadlineExceeded):
+                raise self._missed(len(failed), n, deadline_ms)
+            raise failed[0]
+        answers: list[Answer] = [q.result for q in queries]  # type: ignore[misc]
         self._check_defaults_fit(answers, deadline_ms)
         return answers
 
@@ -199,30 +211,23 @@ class Service:
             raise NotReady("data workers answered with different output sizes")
         raise self._missed(missed, len(answers), deadline_ms)
 
-    def _accept(self, row: np.ndarray, deadline: float, loop: asyncio.AbstractEventLoop) -> Query:
-        q = Query(inputs=row, deadline=deadline, future=loop.create_future())
-        self.pending += 1
-        self.stats.queries += 1
-        timer = loop.call_at(deadline, self._expire, q)
-        start = clock.now()
-        q.future.add_done_callback(lambda f: self._resolved(f, timer, clock.now() - start))
-        return q
-
-    def _resolved(self, future: asyncio.Future[Answer], timer: asyncio.TimerHandle, seconds: float) -> None:
-        timer.cancel()
+    def _settled(self, q: Query, seconds: float) -> None:
         self.pending -= 1
-        if future.exception() is None:
-            answer = future.result()
+        answer = q.result
+        if answer is not None:
             self.metrics.observe_query(seconds, answer.degraded)
             if not answer.default:  # how the service learns the output size of workers that do not report it
-                self._answer_size = int(answer.output.size)
+                self._answer_size = answer.output.size
 
-    def _expire(self, q: Query) -> None:
-        if self.cfg.default_output is not None and self.default_output_problem() is None:
-            if q.answer(Answer(np.asarray(self.cfg.default_output, np.float32), default=True, path="default")):
-                self.stats.defaulted += 1
-        elif q.fail(DeadlineExceeded("no answer within the deadline")):
-            self.stats.deadline_exceeded += 1
+    def _expire(self, request: Pending) -> None:
+        for q in request.queries:
+            if q.done:
+                continue
+            if self.cfg.default_output is not None and self.default_output_problem() is None:
+                if q.answer(Answer(np.asarray(self.cfg.default_output, np.float32), default=True, path="default")):
+                    self.stats.defaulted += 1
+            elif q.fail(DeadlineExceeded("no answer within the deadline")):
+                self.stats.deadline_exceeded += 1
 
     def _new_run(self) -> GroupRun:
         run = GroupRun(self.pool, self.code, self.stats, self.cfg.retry_backoff_s, self._finished,

@@ -3,11 +3,21 @@ workers) and V2WorkerClient (Open Inference Protocol servers) both implement it 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Optional, Protocol
 
 import numpy as np
 
 from frontend.balance import PeakEwma
+from frontend.errors import WorkerError
+
+
+# an inference's outcome, called once: (outputs (B, C), None) or (None, the WorkerError)
+InferDone = Callable[[Optional[np.ndarray], Optional[WorkerError]], None]
+
+
+class Abandonable(Protocol):
+    def abandon(self) -> None:
+        """The caller no longer wants the reply (the worker may still be working on it)."""
 
 
 class Worker(Protocol):
@@ -38,5 +48,10 @@ class Worker(Protocol):
     async def close(self) -> None: ...
     async def wait_connected(self, timeout: float) -> bool: ...
     async def infer(self, inputs: np.ndarray) -> np.ndarray: ...
+    def send_infer(self, inputs: np.ndarray, done: InferDone) -> Abandonable:
+        """Send an inference now (WorkerUnavailable at once if it cannot be sent); ``done`` is called
+        once with its outcome, unless the returned request is abandoned first."""
+    def cork(self) -> None: ...
+    def uncork(self) -> None: ...
     async def ping(self) -> dict[str, Any]: ...
     async def set_fault(self, spec: str) -> None: ...

@@ -14,6 +14,7 @@ import numpy as np
 from frontend import clock
 from frontend.balance import PeakEwma
 from frontend.errors import WorkerError, WorkerUnavailable
+from frontend.worker_api import Abandonable, InferDone
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -98,6 +99,29 @@ class WorkerBase:
 
     async def infer(self, inputs: np.ndarray) -> np.ndarray:
         raise NotImplementedError
+
+    def send_infer(self, inputs: np.ndarray, done: InferDone) -> Abandonable:
+        """Callback form of ``infer`` (frontend.worker_api.Worker.send_infer); this generic one runs
+        ``infer`` in a task of its own, cancelled by ``abandon()``. Transports that can match replies
+        to callbacks directly override it (frontend.worker_client)."""
+        if self._closing or not self.connected:
+            raise WorkerUnavailable(f"{self.name}: not connected")
+        task = self._spawn(self._infer_then(inputs, done))
+        return _TaskRequest(task)
+
+    async def _infer_then(self, inputs: np.ndarray, done: InferDone) -> None:
+        try:
+            outputs = await self.infer(inputs)
+        except WorkerError as exc:
+            done(None, exc)
+        else:
+            done(outputs, None)
+
+    def cork(self) -> None:
+        """Hold outgoing requests until ``uncork`` (a transport that can send several at once)."""
+
+    def uncork(self) -> None:
+        """Send what ``cork`` held."""
 
     async def ping(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -223,6 +247,18 @@ class WorkerBase:
         except (WorkerError, OSError, asyncio.TimeoutError) as exc:
             log.debug("%s: probe failed: %r", self.name, exc)
             return False
+
+
+class _TaskRequest:
+    """A generic ``send_infer``'s request: abandoning it cancels its task (the caller stops waiting)."""
+
+    __slots__ = ("task",)
+
+    def __init__(self, task: asyncio.Task[None]) -> None:
+        self.task = task
+
+    def abandon(self) -> None:
+        self.task.cancel()
 
 
 def _read_outcome(task: asyncio.Task[Any]) -> None:

@@ -1,9 +1,11 @@
 """One persistent, multiplexed TCP connection from the frontend to one worker.
 
-Requests carry ids; a reader task resolves each request's future from the reply with the same
-id. When the connection drops, every in-flight request fails at once with WorkerUnavailable and
-the client reconnects with exponential backoff. Health (a real-inference probe, not only a ping,
-so a worker that answers pings but not traffic is reported unhealthy) lives in WorkerBase.
+Requests carry ids; each reply is matched to its request as its bytes arrive (frontend.worker_conn: in
+the protocol's data_received, no reader task), and an inference sent with ``send_infer`` is answered
+by calling its callback there and then: no task, no future per request. When the connection drops,
+every request in flight fails at once with WorkerUnavailable and the client reconnects with
+exponential backoff. Health (a real-inference probe, not only a ping, so a worker that answers pings
+but not traffic is reported unhealthy) lives in WorkerBase.
 """
 from __future__ import annotations
 
@@ -15,13 +17,30 @@ from typing import Any
 import numpy as np
 
 from frontend import clock
-from frontend.errors import WorkerFailed, WorkerUnavailable
+from frontend.errors import WorkerError, WorkerFailed, WorkerUnavailable
+from frontend.worker_api import InferDone
 from frontend.worker_base import WorkerBase
+from frontend.worker_conn import Connection
 from workers import auth
-from workers.protocol import DEFAULT_MAX_FRAME, FrameDecoder, ProtocolError, decode_tensor, encode_tensor, pack
+from workers.protocol import DEFAULT_MAX_FRAME, ProtocolError, decode_tensor, encode_tensor, pack
 
 log = logging.getLogger(__name__)
-READ_CHUNK = 256 * 1024
+Reply = dict[str, Any]
+
+
+class Sent:
+    """A request on the wire until its reply or the connection's end. ``on_reply`` is None once its
+    caller has abandoned it: the worker still holds it, so it still counts in ``in_flight``."""
+
+    __slots__ = ("ahead", "at", "inference", "on_reply", "raw")
+
+    def __init__(self, at: float, ahead: int, inference: bool, on_reply: Any, raw: bool) -> None:
+        self.at, self.ahead, self.inference = at, ahead, inference
+        self.on_reply = on_reply  # raw: on_reply(reply, exc); else an InferDone: on_reply(outputs, exc)
+        self.raw = raw
+
+    def abandon(self) -> None:
+        self.on_reply = None
 
 
 class WorkerClient(WorkerBase):
@@ -35,9 +54,8 @@ class WorkerClient(WorkerBase):
         self.max_backoff_s = max_backoff_s
         self.secret = secret                    # shared secret for the worker's handshake (workers.auth)
         self._ids = itertools.count(1)
-        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
-        self._sent: dict[int, tuple[float, int, bool]] = {}  # request id -> (sent at, requests ahead, inference)
-        self._writer: asyncio.StreamWriter | None = None
+        self._pending: dict[int, Sent] = {}     # request id -> what was sent, until its reply
+        self._conn: Connection | None = None
 
     @property
     def name(self) -> str:
@@ -57,7 +75,21 @@ class WorkerClient(WorkerBase):
     async def _wait_transport(self) -> None:
         await self._connected.wait()
 
+    def cork(self) -> None:
+        if self._conn is not None:
+            self._conn.cork()
+
+    def uncork(self) -> None:
+        if self._conn is not None:
+            self._conn.uncork()
+
     # -- requests -------------------------------------------------------------------------
+
+    def send_infer(self, inputs: np.ndarray, done: InferDone) -> Sent:
+        """Send inputs (B, *S) float32; ``done(outputs (B, C), None)`` or ``done(None, WorkerError)`` is
+        called from the connection when the reply comes or the connection drops. Raises
+        WorkerUnavailable at once if not connected. ``abandon()`` the result to drop a late reply."""
+        return self._send({"type": "infer", "inputs": encode_tensor(inputs)}, done, raw=False)
 
     async def infer(self, inputs: np.ndarray) -> np.ndarray:
         """inputs (B, *S) float32 -> outputs (B, C). Raises WorkerUnavailable / WorkerFailed."""
@@ -77,23 +109,13 @@ class WorkerClient(WorkerBase):
     async def set_fault(self, spec: str) -> None:
         await self.request({"type": "fault", "spec": spec})
 
-    async def request(self, message: dict[str, Any]) -> dict[str, Any]:
-        writer = self._writer
-        if writer is None or not self.connected:
-            raise WorkerUnavailable(f"{self.name}: not connected")
-        rid = next(self._ids)
-        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        # The entry stays until the reply arrives or the connection drops, even if the caller
-        # gives up (cancelled straggler): the worker still holds it, so it still counts as load.
-        self._sent[rid] = (clock.now(), len(self._pending), message.get("type") == "infer")
-        self._pending[rid] = fut
+    async def request(self, message: dict[str, Any]) -> Reply:
+        """Send one message and wait for its reply; WorkerFailed for an error reply."""
+        fut: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        conn = self._conn
+        self._send(message, lambda reply, exc: _settle(fut, reply, exc), raw=True)
         try:
-            writer.write(pack({**message, "id": rid}, self.max_frame))
-            await writer.drain()  # backpressure: never buffer without bound towards a slow worker
-        except OSError as exc:
-            self._pending.pop(rid, None)
-            self._sent.pop(rid, None)
-            raise WorkerUnavailable(f"{self.name}: send failed: {exc}") from exc
+            await conn.drain()  # type: ignore[union-attr]  # backpressure: never buffer without bound
         except asyncio.CancelledError:  # while blocked on backpressure: no one will await fut, so a
             fut.cancel()                # dropped connection must not set an exception on it (logged
             raise                       # "never retrieved"); the entry stays, as the request was sent
@@ -102,84 +124,124 @@ class WorkerClient(WorkerBase):
             raise WorkerFailed(f"{self.name}: {reply.get('message', 'error')}")
         return reply
 
+    def _send(self, message: dict[str, Any], on_reply: Any, raw: bool) -> Sent:
+        conn = self._conn
+        if conn is None or not self.connected:
+            raise WorkerUnavailable(f"{self.name}: not connected")
+        rid = next(self._ids)
+        message["id"] = rid
+        frame = pack(message, self.max_frame)
+        # The entry stays until the reply arrives or the connection drops, even if the caller
+        # gives up (abandoned straggler): the worker still holds it, so it still counts as load.
+        sent = self._pending[rid] = Sent(clock.now(), len(self._pending), message["type"] == "infer", on_reply, raw)
+        conn.write(frame)  # a closed transport drops it; the connection's loss then fails the entry
+        return sent
+
+    def _on_messages(self, messages: list[Reply]) -> None:
+        """Replies, as the connection cuts them from the stream: each settles its request at once."""
+        for msg in messages:
+            if msg.get("type") == "hello":  # a worker with a secret greets: we have none to answer with
+                raise auth.AuthError("the worker requires a shared secret (--worker-secret-file or "
+                                     f"${auth.ENV})")
+            sent = self._pending.pop(msg["id"], None)
+            if sent is None:
+                continue
+            self._record_reply(sent.at, sent.ahead, sent.inference)  # abandoned ones too: they are the slow ones
+            if sent.on_reply is not None:
+                self._deliver(sent, msg)
+
+    def _deliver(self, sent: Sent, msg: Reply) -> None:
+        try:
+            if sent.raw:
+                sent.on_reply(msg, None)
+            elif msg.get("type") == "error":
+                sent.on_reply(None, WorkerFailed(f"{self.name}: {msg.get('message', 'error')}"))
+            else:
+                self._deliver_outputs(sent.on_reply, msg)
+        except Exception:  # a bug in a caller's callback must not cut the connection the others share
+            log.exception("%s: reply callback failed", self.name)
+
+    def _deliver_outputs(self, done: InferDone, msg: Reply) -> None:
+        try:
+            outputs = decode_tensor(msg.get("outputs"))
+        except ProtocolError as exc:
+            done(None, WorkerFailed(f"{self.name}: bad outputs in reply: {exc}"))
+            return
+        self._record_result()
+        done(outputs, None)
+
     # -- connection management ------------------------------------------------------------
 
     async def _connection_loop(self) -> None:
         backoff = 0.05
         while not self._closing:
-            connected = await self._connect()
-            if connected is None:
+            conn = await self._connect()
+            if conn is None:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.max_backoff_s)
                 continue
             backoff = 0.05
-            reader, writer, decoder, early = connected
-            self._writer = writer
+            self._conn = conn
             self._mark_connected()
             log.info("%s: connected", self.name)
             try:
-                await self._read_loop(reader, decoder, early)
+                reason = await asyncio.shield(conn.closed)
             finally:
                 self._drop_connection(WorkerUnavailable(f"{self.name}: connection lost"))
+            self._note_close_reason(reason)
             if not self._closing:
                 log.warning("%s: connection lost; reconnecting", self.name)
                 if self.auth_error:  # reconnecting at once would only fail the same way
                     await asyncio.sleep(self.max_backoff_s)
 
-    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, FrameDecoder, list[Any]] | None:
+    def _note_close_reason(self, reason: Exception | None) -> None:
+        if isinstance(reason, auth.AuthError):
+            self.auth_error = str(reason)
+            log.error("%s: %s", self.name, reason)
+        elif reason is not None:  # reset by peer, or a peer speaking garbage
+            log.warning("%s: %s", self.name, reason)
+
+    async def _connect(self) -> Connection | None:
         """Open the connection and, with a secret, pass the worker's handshake; None on failure."""
+        loop = asyncio.get_running_loop()
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(self.host, self.port, limit=READ_CHUNK), self.connect_timeout_s)
+            _, conn = await asyncio.wait_for(loop.create_connection(
+                lambda: Connection(self.max_frame, self._on_messages), self.host, self.port), self.connect_timeout_s)
         except (OSError, asyncio.TimeoutError) as exc:
             log.debug("%s: connect failed: %s", self.name, exc)
             return None
-        decoder = FrameDecoder(self.max_frame)
-        early: list[Any] = []
-        if self.secret is not None:
-            try:
-                early = await auth.answer(reader, writer, decoder, self.secret, self.connect_timeout_s)
-            except (auth.AuthError, OSError) as exc:
-                self.auth_error = str(exc)
-                log.error("%s: handshake failed: %s", self.name, exc)
-                writer.close()
-                return None
-        self.auth_error = None
-        return reader, writer, decoder, early
-
-    async def _read_loop(self, reader: asyncio.StreamReader, decoder: FrameDecoder, early: list[Any]) -> None:
         try:
-            self._dispatch_replies(early)
-            while data := await reader.read(READ_CHUNK):
-                self._dispatch_replies(decoder.feed(data))
-        except (OSError, ProtocolError) as exc:  # reset by peer, or a peer speaking garbage
-            log.warning("%s: %s", self.name, exc)
-        except auth.AuthError as exc:
+            early = []
+            if self.secret is not None:
+                early = await auth.answer(conn.recv, conn.write, conn.decoder, self.secret, self.connect_timeout_s)
+            early += conn.end_handshake()
+        except (auth.AuthError, ProtocolError, OSError) as exc:
             self.auth_error = str(exc)
-            log.error("%s: %s", self.name, exc)
+            log.error("%s: handshake failed: %s", self.name, exc)
+            conn.fail(exc if isinstance(exc, Exception) else RuntimeError(str(exc)))
+            return None
+        self.auth_error = None
+        try:
+            self._on_messages(early)
+        except auth.AuthError as exc:  # a worker with a secret greeted us, and we have none
+            conn.fail(exc)
+        return conn
 
-    def _dispatch_replies(self, messages: list[dict[str, Any]]) -> None:
-        for msg in messages:
-            if msg.get("type") == "hello":  # a worker with a secret greets: we have none to answer with
-                raise auth.AuthError("the worker requires a shared secret (--worker-secret-file or "
-                                     f"${auth.ENV})")
-            fut = self._pending.pop(msg["id"], None)
-            sent = self._sent.pop(msg["id"], None)
-            if sent is not None:  # every reply, the abandoned ones too: they are the slow ones
-                self._record_reply(*sent)
-            if fut is not None and not fut.done():  # done: the caller gave up; drop it
-                fut.set_result(msg)
-
-    def _drop_connection(self, exc: Exception) -> None:
+    def _drop_connection(self, exc: WorkerError) -> None:
         self._mark_disconnected()
-        writer, self._writer = self._writer, None
-        if writer is not None:
-            writer.close()
-        for fut in self._pending.values():
-            if not fut.done():
-                fut.set_exception(exc)
-        self._pending.clear()
-        self._sent.clear()
+        conn, self._conn = self._conn, None
+        if conn is not None and conn.transport is not None:
+            conn.transport.close()
+        pending, self._pending = self._pending, {}
+        for sent in pending.values():
+            if sent.on_reply is not None:
+                self._deliver_failure(sent, exc)
+
+    def _deliver_failure(self, sent: Sent, exc: WorkerError) -> None:
+        try:
+            sent.on_reply(None, exc)
+        except Exception:
+            log.exception("%s: failure callback failed", self.name)
 
     async def _probe_once(self) -> bool:
         """Ping for the model's info, then a real inference of zeros."""
@@ -189,3 +251,13 @@ class WorkerClient(WorkerBase):
             return False
         await self.infer(np.zeros([1, *shape], np.float32))
         return True
+
+
+def _settle(fut: asyncio.Future[Reply], reply: Reply | None, exc: Exception | None) -> None:
+    """Resolve an awaited request's future, unless its caller gave up on it."""
+    if fut.done():
+        return
+    if exc is not None:
+        fut.set_exception(exc)
+    else:
+        fut.set_result(reply)  # type: ignore[arg-type]

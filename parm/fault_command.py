@@ -146,7 +146,7 @@ async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, 
     early: list[dict[str, Any]] = []
     if target.secret is not None:
         try:
-            early = await auth.answer(reader, writer, decoder, target.secret, TIMEOUT_S)
+            early = await auth.answer(auth.stream_recv(reader), writer.write, decoder, target.secret, TIMEOUT_S)
         except auth.AuthError as exc:
             raise FaultCommandError(f"worker {name}: {exc}") from None
     writer.write(pack({"type": "fault", "id": 1, "spec": spec}))

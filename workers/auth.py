@@ -11,6 +11,7 @@ import hmac
 import os
 import secrets
 from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from workers.protocol import FrameDecoder, ProtocolError, pack
@@ -18,6 +19,8 @@ from workers.protocol import FrameDecoder, ProtocolError, pack
 ENV = "PARM_WORKER_SECRET"
 NONCE_BYTES = 32
 HANDSHAKE_TIMEOUT_S = 5.0
+READ_CHUNK = 64 * 1024
+Recv = Callable[[], Awaitable[bytes]]  # the next bytes from the peer; b"" at end of stream
 
 
 class AuthError(ValueError):
@@ -52,7 +55,7 @@ async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, dec
     nonce = secrets.token_bytes(NONCE_BYTES)
     writer.write(pack({"type": "hello", "id": 0, "auth": True, "nonce": nonce}))
     await writer.drain()
-    frames = await _read_frames(reader, decoder, HANDSHAKE_TIMEOUT_S, "peer")
+    frames = await _read_frames(stream_recv(reader), decoder, HANDSHAKE_TIMEOUT_S, "peer")
     first = frames[0]
     given = first.get("mac")
     if first.get("type") != "auth" or not isinstance(given, bytes) or not hmac.compare_digest(given, mac(secret, nonce)):
@@ -61,29 +64,33 @@ async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, dec
     return frames[1:]
 
 
-async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, decoder: FrameDecoder,
-                 secret: str, timeout_s: float) -> list[dict[str, Any]]:
+async def answer(recv: Recv, send: Callable[[bytes], None], decoder: FrameDecoder, secret: str,
+                 timeout_s: float) -> list[dict[str, Any]]:
     """Client side, right after connecting: answer the worker's greeting. A worker that does not
     greet has no secret and is refused: with a secret set, every worker must prove it shares it.
+    ``recv``: the next bytes from the worker (b"" at end of stream); ``send``: write a frame.
     Returns frames that arrived after the worker's acceptance; raises AuthError."""
-    frames = await _read_frames(reader, decoder, timeout_s, "worker")
+    frames = await _read_frames(recv, decoder, timeout_s, "worker")
     greeting = frames[0]
     if greeting.get("type") != "hello" or not greeting.get("auth"):
         raise AuthError(f"expected the worker's greeting, got a {greeting.get('type')!r} frame")
-    writer.write(pack({"type": "auth", "id": 0, "mac": mac(secret, greeting.get("nonce") or b"")}))
-    await writer.drain()
-    rest = frames[1:] or await _read_frames(reader, decoder, timeout_s, "worker")
+    send(pack({"type": "auth", "id": 0, "mac": mac(secret, greeting.get("nonce") or b"")}))
+    rest = frames[1:] or await _read_frames(recv, decoder, timeout_s, "worker")
     if rest[0].get("type") != "ok":
         raise AuthError("the worker refused the handshake")
     return rest[1:]
 
 
-async def _read_frames(reader: asyncio.StreamReader, decoder: FrameDecoder, timeout_s: float,
-                       peer: str) -> list[dict[str, Any]]:
+def stream_recv(reader: asyncio.StreamReader) -> Recv:
+    """``recv`` for ``answer`` over an asyncio stream."""
+    return lambda: reader.read(READ_CHUNK)
+
+
+async def _read_frames(recv: Recv, decoder: FrameDecoder, timeout_s: float, peer: str) -> list[dict[str, Any]]:
     """At least one whole frame from the peer within ``timeout_s``, or AuthError."""
     async def read() -> list[dict[str, Any]]:
         while True:
-            data = await reader.read(64 * 1024)
+            data = await recv()
             if not data:
                 raise AuthError(f"the {peer} closed the connection during the handshake (wrong secret?)")
             frames = decoder.feed(data)

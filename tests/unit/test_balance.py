@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ import pytest
 from frontend.balance import SLOW, PeakEwma, SlowJudge, choice_keys
 from frontend.config import FrontendConfig
 from frontend.pool import WorkerPool
-from frontend.worker_client import WorkerClient
+from frontend.worker_client import Sent, WorkerClient
 from harness.plan import parse_plan
 from harness.simulate import run_raw
 
@@ -67,7 +68,7 @@ def _pool(n: int) -> WorkerPool:
 def _hold(w: WorkerClient, n: int) -> None:
     """Make ``w`` look like it holds ``n`` requests (replacing what _hold gave it before)."""
     for rid in range(n):
-        w._pending[-1 - rid] = asyncio.get_running_loop().create_future()
+        w._pending[-1 - rid] = Sent(0.0, 0, True, None, raw=False)
 
 
 async def test_pick_by_pace_passes_over_an_idle_slow_worker_until_the_others_queue_deeper() -> None:
@@ -88,17 +89,16 @@ async def test_pick_by_pace_passes_over_an_idle_slow_worker_until_the_others_que
 async def test_an_abandoned_request_s_late_reply_still_feeds_the_estimate() -> None:
     client = WorkerClient("127.0.0.1", 1)
     loop = asyncio.get_running_loop()
-    fut = loop.create_future()
-    client._pending[7] = fut
-    client._sent[7] = (loop.time() - 0.5, 0, True)  # an inference sent half a second ago
-    fut.cancel()  # its caller gave up (the query was decoded)
-    client._dispatch_replies([{"type": "result", "id": 7}])
+    calls: list[Any] = []
+    sent = client._pending[7] = Sent(loop.time() - 0.5, 0, True, lambda *a: calls.append(a), raw=False)  # half a second ago
+    sent.abandon()  # its caller gave up (the query was decoded)
+    client._on_messages([{"type": "result", "id": 7}])
     assert client.pace.value(loop.time()) == pytest.approx(0.5, rel=0.05)
-    assert client.answered == 1 and 7 not in client._pending and 7 not in client._sent
-    client._pending[8] = loop.create_future()
-    client._sent[8] = (loop.time() - 0.0001, 0, False)  # a ping: answered at once, even by a slow worker
-    client._dispatch_replies([{"type": "pong", "id": 8}])
+    assert client.answered == 1 and 7 not in client._pending and calls == []  # no callback: it was abandoned
+    client._pending[8] = Sent(loop.time() - 0.0001, 0, False, lambda *a: calls.append(a), raw=True)  # a ping
+    client._on_messages([{"type": "pong", "id": 8}])  # answered at once, even by a slow worker
     assert client.pace.value(loop.time()) == pytest.approx(0.5, rel=0.05) and client.answered == 2
+    assert calls == [({"type": "pong", "id": 8}, None)]
 
 
 def test_in_the_simulator_uncoded_modes_leave_a_slowed_worker_almost_idle_and_coded_still_uses_it() -> None:
