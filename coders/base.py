@@ -135,8 +135,9 @@ def stack(values: list[Array]) -> Array:
 
 def combine(weights: np.ndarray, values: Array) -> Array:
     """weights (m, n) applied along the first axis of values (n, ...) -> (m, ...), same array kind."""
-    if isinstance(values, np.ndarray):
-        return np.tensordot(weights.astype(values.dtype), values, axes=(1, 0))
+    if isinstance(values, np.ndarray):  # a matmul on (n, rest): tensordot's own checks cost more than the product
+        flat = values.reshape(values.shape[0], -1)
+        return (weights.astype(values.dtype, copy=False) @ flat).reshape((weights.shape[0], *values.shape[1:]))
     torch = torch_module()
     w = torch.as_tensor(weights, dtype=values.dtype, device=values.device)
     return torch.tensordot(w, values, dims=([1], [0]))

@@ -20,7 +20,9 @@ def create_app(cfg: FrontendConfig, drain_timeout_s: float = 5.0, peers: Peers |
                pool: WorkerPool | None = None) -> web.Application:
     """``peers``: this is one of several processes on the port, answering probes for all (frontend.peers).
     ``pool``: workers to use instead of clients for cfg's addresses (Ray Serve replicas, rayserve)."""
-    app = web.Application(client_max_size=cfg.max_body_bytes, middlewares=[handlers.errors_middleware, handlers.auth_middleware])
+    # the bearer-token check only where a token is set: each middleware is a coroutine layer per request
+    middlewares = [handlers.errors_middleware] + ([handlers.auth_middleware] if cfg.auth_token is not None else [])
+    app = web.Application(client_max_size=cfg.max_body_bytes, middlewares=middlewares)
     app[handlers.SERVICE] = Service(cfg, pool)
     if peers is not None:
         app[handlers.PEERS] = peers

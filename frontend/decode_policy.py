@@ -21,10 +21,10 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 
-from frontend.survival import SurvivalTracker
+from frontend.survival import FILLING, SurvivalTracker
 
 POLICIES = ("adaptive", "eager", "grace")
-MIN_SAMPLES = 20         # a worker's own estimate is used once it has this many samples
+MIN_SAMPLES = FILLING    # a worker's own estimate is used once it has this many samples (20)
 DEADLINE_MARGIN_S = 0.002  # decode this long before the deadline: the decode and reply take ~0.1 ms
 
 
@@ -74,17 +74,21 @@ class WorkerLatencies:
     def record(self, worker: Hashable, seconds: float, ahead: int = 0, censored: bool = False) -> None:
         """A round trip of ``seconds`` (at least that long, if ``censored``) from a request sent with
         ``ahead`` requests before it on ``worker``."""
-        values = {"place": seconds / (1 + max(ahead, 0)), "raw": seconds}
         if ahead <= 0:
-            values["idle"] = seconds
-        for kind, value in values.items():
-            tracker = self.by_worker[kind].get(worker)
-            if tracker is None:
-                tracker = self.by_worker[kind][worker] = SurvivalTracker(self.size)
-            overall = self.overall[kind]
-            changed = tracker.record(value, censored) | overall.record(value, censored)
-            if changed or len(tracker) <= MIN_SAMPLES or len(overall) <= MIN_SAMPLES:
-                self._memo.clear()
+            self._record("idle", worker, seconds, censored)
+            self._record("place", worker, seconds, censored)
+        else:
+            self._record("place", worker, seconds / (1 + ahead), censored)
+        self._record("raw", worker, seconds, censored)
+
+    def _record(self, kind: str, worker: Hashable, value: float, censored: bool) -> None:
+        tracker = self.by_worker[kind].get(worker)
+        if tracker is None:
+            tracker = self.by_worker[kind][worker] = SurvivalTracker(self.size)
+        overall = self.overall[kind]
+        changed = tracker.record(value, censored) | overall.record(value, censored)
+        if changed or tracker.filling or overall.filling:
+            self._memo.clear()
 
     def percentile(self, worker: Hashable | None, q: float, kind: str = "place") -> float | None:
         """The q-th percentile of ``kind`` for ``worker``: the lower of its own (once it has MIN_SAMPLES)

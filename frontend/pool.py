@@ -62,15 +62,6 @@ class WorkerPool:
         for w in self.all:
             await w.close()
 
-    def cork(self) -> None:
-        """Hold each worker's outgoing frames until ``uncork``: a request's queries leave in one write per worker."""
-        for w in self.all:
-            w.cork()
-
-    def uncork(self) -> None:
-        for w in self.all:
-            w.uncork()
-
     def pick(self, workers: list[Worker], avoid: Iterable[Worker] = (), by_pace: bool = False) -> Worker | None:
         """Least-loaded healthy worker, preferring those not in ``avoid``; None if none is healthy.
         ``by_pace``: a worker SLOW x slower than the typical one counts its queue that many times longer.

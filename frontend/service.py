@@ -176,14 +176,8 @@ class Service:
         self.pending += n
         self.stats.queries += n
         request.timer = loop.call_at(deadline, self._expire, request)
-        if n > 1:  # several frames to one worker leave in one write
-            self.pool.cork()
-        try:
-            for q in queries:
-                self.grouper.add(q)
-        finally:
-            if n > 1:
-                self.pool.uncork()
+        for q in queries:
+            self.grouper.add(q)
         if request.left:
             await request.future  # a cancelled handler stops waiting; its queries are still answered
         failed = [q.error for q in queries if q.error is not None]

@@ -11,6 +11,7 @@ from collections import deque
 import numpy as np
 
 RECOMPUTE_EVERY = 64  # percentiles are recomputed in batches of samples, not per request
+FILLING = 20          # up to this many samples, a record is "filling" (frontend.decode_policy.MIN_SAMPLES)
 
 
 class SurvivalTracker:
@@ -21,6 +22,7 @@ class SurvivalTracker:
         self._censored: deque[bool] = deque(maxlen=size)
         self._since = 0
         self._cache: dict[float, float] = {}
+        self.filling = True  # still within its first FILLING samples: every sample may move a percentile
 
     def __len__(self) -> int:
         return len(self._values)
@@ -29,6 +31,8 @@ class SurvivalTracker:
         """Add a sample; True when this dropped the cached percentiles (they may now change)."""
         self._values.append(seconds)
         self._censored.append(censored)
+        if self.filling and len(self._values) > FILLING:
+            self.filling = False
         self._since += 1
         if self._since >= RECOMPUTE_EVERY:
             self._since = 0

@@ -48,7 +48,8 @@ class WorkerBase:
         self.latency_sum = 0.0
         self.pace = PeakEwma()                   # seconds per request, as recent replies show (frontend.balance)
         self.on_change: Callable[[], None] | None = None  # info refreshed or stale: the pool re-judges agreement
-        self._connected = asyncio.Event()
+        self._connected = asyncio.Event()      # to wait on; _up mirrors it for the hot path's reads
+        self._up = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._probe_task: asyncio.Task[bool] | None = None
         self._outstanding = 0                    # requests run by _until_answered and not yet answered
@@ -62,11 +63,11 @@ class WorkerBase:
 
     @property
     def connected(self) -> bool:
-        return self._connected.is_set()
+        return self._up
 
     @property
     def healthy(self) -> bool:
-        return self.connected and self.probe_ok and self.refused is None
+        return self._up and self.probe_ok and self.refused is None
 
     @property
     def in_flight(self) -> int:
@@ -117,12 +118,6 @@ class WorkerBase:
         else:
             done(outputs, None)
 
-    def cork(self) -> None:
-        """Hold outgoing requests until ``uncork`` (a transport that can send several at once)."""
-
-    def uncork(self) -> None:
-        """Send what ``cork`` held."""
-
     async def ping(self) -> dict[str, Any]:
         raise NotImplementedError
 
@@ -152,11 +147,13 @@ class WorkerBase:
         if not self._connected.is_set():
             self.connected_since = clock.now()
             self._connected.set()
+            self._up = True
 
     def _mark_disconnected(self) -> None:
         """Out of rotation until a probe passes again; by then the worker may serve another model
         (a restart), so its info is stale and the busy rule forgets the old connection's results."""
         self._connected.clear()
+        self._up = False
         self.connected_since = None
         self.probe_ok = False
         self.last_answer = float("-inf")

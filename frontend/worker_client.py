@@ -75,14 +75,6 @@ class WorkerClient(WorkerBase):
     async def _wait_transport(self) -> None:
         await self._connected.wait()
 
-    def cork(self) -> None:
-        if self._conn is not None:
-            self._conn.cork()
-
-    def uncork(self) -> None:
-        if self._conn is not None:
-            self._conn.uncork()
-
     # -- requests -------------------------------------------------------------------------
 
     def send_infer(self, inputs: np.ndarray, done: InferDone) -> Sent:

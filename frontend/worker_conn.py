@@ -1,6 +1,7 @@
 """The frontend's end of one worker connection, as an asyncio Protocol: bytes in are cut into frames
 and handed to the client in ``data_received`` (no reader task, no future woken per reply); frames out
-are written at once, or, while corked, gathered and written together. Used by frontend.worker_client.
+are gathered for the rest of the event loop's turn and written together, one send() for all the
+requests that became ready at once (under load, several per turn). Used by frontend.worker_client.
 """
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ class Connection(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         self.closed: asyncio.Future[Exception | None] = loop.create_future()
         self._handshake: asyncio.Queue[bytes] | None = asyncio.Queue()
-        self._corked: list[bytes] | None = None
+        self._loop = loop
+        self._out: list[bytes] = []  # frames to write at the end of this loop turn
         self._paused = False
         self._drained: asyncio.Future[None] | None = None
 
@@ -69,19 +71,15 @@ class Connection(asyncio.Protocol):
             self.transport.close()
 
     def write(self, frame: bytes) -> None:
-        if self._corked is not None:
-            self._corked.append(frame)
-        elif self.transport is not None:
-            self.transport.write(frame)
+        """Queue ``frame``; it leaves with the others queued in this loop turn (a send() is the costliest
+        step of a request here: on loopback it runs the receiver's TCP path too)."""
+        if not self._out:
+            self._loop.call_soon(self._flush)
+        self._out.append(frame)
 
-    def cork(self) -> None:
-        """Hold frames until ``uncork``: several requests ready at once leave in one write."""
-        if self._corked is None:
-            self._corked = []
-
-    def uncork(self) -> None:
-        frames, self._corked = self._corked, None
-        if frames and self.transport is not None:
+    def _flush(self) -> None:
+        frames, self._out = self._out, []
+        if frames and self.transport is not None and not self.transport.is_closing():
             self.transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
 
     async def drain(self) -> None:

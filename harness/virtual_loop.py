@@ -12,6 +12,8 @@ import selectors
 from collections.abc import Mapping
 from typing import Any
 
+from frontend import clock
+
 
 class SimulationStalled(RuntimeError):
     """Every task waits and no timer is set: the simulated system can never make progress."""
@@ -79,6 +81,10 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
 
     def time(self) -> float:
         return self._now
+
+    def run_forever(self) -> None:
+        with clock.simulated(self.time):  # the frontend's clock reads simulated seconds while this loop runs
+            super().run_forever()
 
     def call_at(self, when: float, callback: Any, *args: Any, context: Any = None) -> asyncio.TimerHandle:
         self._check_closed()  # type: ignore[attr-defined]

@@ -36,22 +36,32 @@ READ_CHUNK = 256 * 1024
 
 @dataclass
 class _Connection:
-    """One client connection: serialised writes and the handler tasks it owns."""
+    """One client connection: its replies, written together at the end of each loop turn (a batch that
+    ran answers several requests in one turn, and one send() then carries them all), and the handler
+    tasks it owns."""
 
     writer: asyncio.StreamWriter
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    out: list[bytes] = field(default_factory=list)  # replies to write at the end of this loop turn
 
     async def send(self, message: dict[str, Any], max_frame: int) -> None:
         try:
             frame = pack(message, max_frame)
         except ProtocolError as exc:  # e.g. outputs too large for one frame
             frame = pack({"type": "error", "id": message["id"], "message": str(exc)}, max_frame)
-        async with self.lock:  # one frame at a time, so frames never interleave
-            if self.writer.is_closing():
-                return
-            self.writer.write(frame)
+        if self.writer.is_closing():
+            return
+        if not self.out:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self.out.append(frame)  # whole frames, in order: they never interleave
+        async with self.lock:  # one drain at a time
             await self.writer.drain()
+
+    def _flush(self) -> None:
+        frames, self.out = self.out, []
+        if frames and not self.writer.is_closing():
+            self.writer.write(frames[0] if len(frames) == 1 else b"".join(frames))
 
     def abort(self) -> None:
         self.writer.transport.abort()

@@ -61,7 +61,7 @@ def _pool(n: int) -> WorkerPool:
     pool = WorkerPool(cfg)
     for w in pool.data:
         w.info, w.probe_ok = dict(INFO), True
-        w._connected.set()
+        w._mark_connected()
     return pool
 
 

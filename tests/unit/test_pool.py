@@ -30,7 +30,7 @@ def pool_with(parity_infos: list[dict[str, Any]], r: int = 2) -> WorkerPool:
 def healthy(w: WorkerClient, info: dict[str, Any]) -> None:
     w.info = info
     w.probe_ok = True
-    w._connected.set()
+    w._mark_connected()
 
 
 def test_learned_parity_models_serve_only_their_index_and_base_models_serve_any() -> None:
@@ -131,7 +131,7 @@ def test_a_tie_keeps_the_reference_and_disconnected_workers_do_not_vote() -> Non
     pool = k2_pool([base("A"), base("A")], [parity_of("A")])
     serve(pool, pool.data[1], base("B"))
     assert refused(pool) == [False, True, False]          # 1 to 1: the model served so far stays
-    pool.data[0]._connected.clear()                       # restarting: only the new worker is connected
+    pool.data[0]._mark_disconnected()                     # restarting: only the new worker is connected
     pool.check_agreement()
     assert pool.data[1].refused is None and pool.parity[0].refused is not None
     serve(pool, pool.data[0], base("B"))
