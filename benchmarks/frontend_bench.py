@@ -201,7 +201,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         sat = await saturation(targets, pids, args, args.rounds, args.format)
         other_fmt = "json" if args.format == "msgpack" else "msgpack"
         sat_other = {} if args.quick else await saturation({m: targets[m] for m in ("none", "coded")}, pids, args, 1, other_fmt)
-        rate = args.moderate_fraction * min(med(sat["none"], "achieved_rate"), med(sat["coded"], "achieved_rate"))
+        rate = args.moderate_rate or args.moderate_fraction * min(med(sat["none"], "achieved_rate"),
+                                                                  med(sat["coded"], "achieved_rate"))
         mod = await moderate(targets, pids, args, rate)
     finally:
         for fe in frontends:
@@ -237,6 +238,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup-s", type=float, default=None, help="uncounted seconds at the start of each run")
     p.add_argument("--concurrency", type=int, default=32, help="in-flight requests in the saturation runs")
     p.add_argument("--moderate-fraction", type=float, default=0.5, help="moderate load as a fraction of capacity")
+    p.add_argument("--moderate-rate", type=float, default=None,
+                   help="moderate load in req/s (default: --moderate-fraction of capacity); fixed, to compare commits")
     p.add_argument("--format", choices=["msgpack", "json"], default="msgpack")
     p.add_argument("--frontend-log-level", default="WARNING", help="INFO logs every request (aiohttp access log)")
     p.add_argument("--no-profile", action="store_true")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from frontend.survival import FILLING, SurvivalTracker
 
@@ -28,8 +29,7 @@ MIN_SAMPLES = FILLING    # a worker's own estimate is used once it has this many
 DEADLINE_MARGIN_S = 0.002  # decode this long before the deadline: the decode and reply take ~0.1 ms
 
 
-@dataclass(frozen=True)
-class MissingSlot:
+class MissingSlot(NamedTuple):  # a tuple: built per missing output on the hot path
     """A data slot without its output: where and when its request went, and its query's deadline."""
 
     sent_at: float | None   # when the current request for it was sent; None: no request out

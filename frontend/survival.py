@@ -6,8 +6,6 @@ answered (event) and abandoned (right-censored) samples. Used by frontend.decode
 """
 from __future__ import annotations
 
-from collections import deque
-
 import numpy as np
 
 RECOMPUTE_EVERY = 64  # percentiles are recomputed in batches of samples, not per request
@@ -15,24 +13,33 @@ FILLING = 20          # up to this many samples, a record is "filling" (frontend
 
 
 class SurvivalTracker:
-    """The last ``size`` samples (seconds, censored or not), with cached percentiles."""
+    """The last ``size`` samples (seconds, censored or not), with cached percentiles. The samples live in
+    numpy ring buffers: a recompute reads them as they are (from a deque, copying 2,048 Python floats
+    into an array cost as much as the estimate itself)."""
 
     def __init__(self, size: int = 2048) -> None:
-        self._values: deque[float] = deque(maxlen=size)
-        self._censored: deque[bool] = deque(maxlen=size)
+        self.size = size
+        self._values = np.zeros(size)                 # (size,) seconds; the first _n are in use
+        self._censored = np.zeros(size, dtype=bool)   # (size,)
+        self._n = 0                                   # samples held (at most size)
+        self._next = 0                                # where the next sample goes
         self._since = 0
         self._cache: dict[float, float] = {}
         self.filling = True  # still within its first FILLING samples: every sample may move a percentile
 
     def __len__(self) -> int:
-        return len(self._values)
+        return self._n
 
     def record(self, seconds: float, censored: bool = False) -> bool:
-        """Add a sample; True when this dropped the cached percentiles (they may now change)."""
-        self._values.append(seconds)
-        self._censored.append(censored)
-        if self.filling and len(self._values) > FILLING:
-            self.filling = False
+        """Add a sample (replacing the oldest once full); True when this dropped the cached percentiles."""
+        i = self._next
+        self._values[i] = seconds
+        self._censored[i] = censored
+        self._next = 0 if i + 1 == self.size else i + 1
+        if self._n < self.size:
+            self._n += 1
+            if self._n > FILLING:
+                self.filling = False
         self._since += 1
         if self._since >= RECOMPUTE_EVERY:
             self._since = 0
@@ -44,8 +51,8 @@ class SurvivalTracker:
         """The q-th percentile (0-100). When the censored samples leave the estimate short of q (too many
         requests abandoned to tell), the largest sample: a lower bound, which the next samples raise."""
         if q not in self._cache:
-            self._cache[q] = kaplan_meier_quantile(np.fromiter(self._values, float),
-                                                   np.fromiter(self._censored, bool), q / 100)
+            n = self._n
+            self._cache[q] = kaplan_meier_quantile(self._values[:n], self._censored[:n], q / 100)
         return self._cache[q]
 
 
