@@ -205,4 +205,5 @@ def _respond(answers: list[Answer], use_msgpack: bool) -> web.Response:
         body = msgpack.packb({"outputs": encode_tensor(outputs), "degraded": degraded, "default": default,
                               "path": path})
         return web.Response(body=body, content_type="application/msgpack")
-    return web.json_response({"outputs": outputs.tolist(), "degraded": degraded, "default": default, "path": path})
+    body = orjson.dumps({"outputs": outputs.tolist(), "degraded": degraded, "default": default, "path": path})
+    return web.Response(body=body, content_type="application/json")  # orjson: ~10x the stdlib's json.dumps

@@ -22,10 +22,11 @@ from frontend.errors import ConfigError
 from frontend.gc_watch import freeze_startup_heap
 from frontend.handlers import SERVICE
 from frontend.peers import Peers
+from workers import event_loop
 from workers.auth import AuthError, read_secret
 
 T = TypeVar("T")
-EVENT_LOOPS = ("auto", "uvloop", "asyncio")
+EVENT_LOOPS = event_loop.EVENT_LOOPS
 log = logging.getLogger(__name__)
 PARENT_POLL_S = 0.5  # one of several serving processes checks this often that its supervisor lives
 CODE_HELP = "erasure code: concat (images) or sum (learned parity models), berrut (training-free: parity workers " \
@@ -188,18 +189,11 @@ def run_on_loop(main: Coroutine[Any, Any, T], kind: str = "auto") -> T:
 
 
 def loop_factory(kind: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """None: asyncio's own loop."""
-    if kind not in EVENT_LOOPS:
-        raise ConfigError(f"--event-loop must be one of {EVENT_LOOPS}, got {kind!r}")
-    if kind == "asyncio":
-        return None
+    """None: asyncio's own loop (workers.event_loop)."""
     try:
-        import uvloop
-    except ImportError:
-        if kind == "uvloop":
-            raise ConfigError("--event-loop uvloop: uvloop is not installed (pip install uvloop)") from None
-        return None
-    return uvloop.new_event_loop
+        return event_loop.loop_factory(kind)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 async def serve_until_signal(app: web.Application, cfg: FrontendConfig, drain_timeout_s: float,
