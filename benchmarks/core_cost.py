@@ -23,12 +23,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from frontend.config import FrontendConfig  # noqa: E402
-from frontend.errors import WorkerUnavailable  # noqa: E402
-from frontend.pool import WorkerPool  # noqa: E402
-from frontend.service import Service  # noqa: E402
-from frontend.worker_api import InferDone  # noqa: E402
-from frontend.worker_base import WorkerBase  # noqa: E402
+from frontend.config import FrontendConfig
+from frontend.errors import WorkerUnavailable
+from frontend.pool import WorkerPool
+from frontend.service import Service
+from frontend.worker_api import InferDone
+from frontend.worker_base import WorkerBase
 
 SHAPE = [1, 28, 28]
 INFO = {"name": "linear", "model_id": "core-cost", "input_shape": SHAPE, "num_classes": 10}
@@ -132,9 +132,9 @@ def main(argv: list[str] | None = None) -> int:
         new_loop = asyncio.new_event_loop
     runs: dict[str, list[float]] = {"none": [], "coded": []}
     for _ in range(args.rounds):
-        for mode in runs:
+        for mode, values in runs.items():
             with asyncio.Runner(loop_factory=new_loop) as runner:
-                runs[mode].append(runner.run(run_mode(mode, args.queries, args.concurrency, None)))
+                values.append(runner.run(run_mode(mode, args.queries, args.concurrency, None)))
     for mode, values in runs.items():
         us = [v * 1e6 for v in values]
         print(f"{mode:<6} {statistics.median(us):7.1f} us of CPU per query (median of {len(us)}; "

@@ -28,6 +28,7 @@ from frontend.hedging import HedgePolicy, LatencyTracker, hedged_fetch
 from frontend.pool import WorkerPool
 from frontend.query import Answer, Query
 from frontend.stats import Stats
+from frontend.timers import Entry, TimerWheel
 from frontend.trace import GroupTrace, TraceSink
 from frontend.worker_api import Worker
 
@@ -39,7 +40,8 @@ class GroupRun:
                  on_finished: Callable[[GroupRun], None], policy: DecodePolicy | None = None,
                  latency: LatencyTracker | None = None, hedge: HedgePolicy | None = None,
                  latencies: WorkerLatencies | None = None, fallback_hedge: bool = False,
-                 copy_budget: CopyBudget | None = None, trace_sink: TraceSink | None = None) -> None:
+                 copy_budget: CopyBudget | None = None, trace_sink: TraceSink | None = None,
+                 timers: TimerWheel | None = None) -> None:
         self.pool = pool
         self.code = code                      # None: uncoded modes
         self.stats = stats
@@ -53,7 +55,7 @@ class GroupRun:
         self.tasks: set[asyncio.Task[Any]] = set()  # hedged fetches and fallback copies
         self.outstanding: dict[int, sending.DataSend] = {}  # slot -> its data request on the wire
         self.parity_sends: list[Any] = []     # the parity requests on the wire (frontend.parity)
-        self.retry_timers: dict[int, asyncio.TimerHandle] = {}  # slot -> its re-send after a failure
+        self.retry_timers: dict[int, asyncio.TimerHandle] = {}  # slot -> its re-send after a failure (rare)
         self._open = 0                        # queries not yet settled
         self.finished = False
         self.policy = policy if policy is not None else DecodePolicy("eager")
@@ -69,7 +71,8 @@ class GroupRun:
         self.hedge = hedge                    # hedged mode: re-send a slow query to another replica
         self.fallback_hedge = fallback_hedge  # coded mode: re-send an overdue query the code cannot rebuild
         self.copy_budget = copy_budget if copy_budget is not None else CopyBudget()  # shared by the service
-        self.fallback_timers: dict[int, asyncio.TimerHandle] = {}  # slot -> when its request is overdue
+        self.timers = timers if timers is not None else TimerWheel()  # the service's (frontend.timers)
+        self.fallback_timers: dict[int, Entry] = {}  # slot -> when its request is overdue
         self.trace_sink = trace_sink
         self.trace = GroupTrace() if trace_sink is not None else None  # what happened, when (frontend.trace)
 

@@ -22,6 +22,7 @@ from frontend.worker_api import Worker
 
 if TYPE_CHECKING:
     from frontend.dispatcher import GroupRun
+    from frontend.timers import Entry
 
 log = logging.getLogger(__name__)
 BUDGET_FRACTION = 0.05  # at most one copy per 20 queries, as The Tail at Scale's p95 hedging
@@ -45,10 +46,10 @@ class CopyBudget:
         return True
 
 
-def arm(run: GroupRun, slot: int) -> asyncio.TimerHandle:
-    """Once slot's first request is out (its worker and send time known): a timer for when it is overdue.
-    A timer, not a task and waits per query: most outputs come in time and the timer is simply cancelled."""
-    return asyncio.get_running_loop().call_later(_overdue_in(run, slot), _on_overdue, run, slot)
+def arm(run: GroupRun, slot: int) -> Entry:
+    """Once slot's first request is out (its worker and send time known): an entry in the service's timer
+    wheel for when it is overdue (frontend.timers): most outputs come in time and it is simply cancelled."""
+    return run.timers.call_later(_overdue_in(run, slot), _on_overdue, run, slot)
 
 
 def _on_overdue(run: GroupRun, slot: int) -> None:

@@ -8,26 +8,28 @@ Under steady load groups fill long before the timeout; under a trickle, queries 
 """
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 
 from frontend.dispatcher import GroupRun
 from frontend.query import Query
+from frontend.timers import Entry, TimerWheel
 
 
 class Grouper:
-    def __init__(self, k: int, group_timeout_s: float, new_run: Callable[[], GroupRun]) -> None:
+    def __init__(self, k: int, group_timeout_s: float, new_run: Callable[[], GroupRun],
+                 timers: TimerWheel | None = None) -> None:
         self.k = k
         self.group_timeout_s = group_timeout_s
         self.new_run = new_run
+        self.timers = timers if timers is not None else TimerWheel()
         self._open: GroupRun | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: Entry | None = None
 
     def add(self, query: Query) -> None:
         if self._open is None:
             self._open = self.new_run()
             if self.k > 1:
-                self._timer = asyncio.get_running_loop().call_later(self.group_timeout_s, self.flush)
+                self._timer = self.timers.call_later(self.group_timeout_s, self.flush)
         self._open.add(query)
         if len(self._open.queries) >= self.k:
             self.flush()

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import numpy as np
 
 from frontend import clock
+
+if TYPE_CHECKING:
+    from frontend.timers import Entry
 
 
 class Answer(NamedTuple):  # a tuple: built once per query, cheaper than a frozen dataclass
@@ -85,7 +88,7 @@ class Pending:
         self.future, self.start, self.on_settled = future, start, on_settled
         self.queries: list[Query] = []
         self.left = 0
-        self.timer: asyncio.TimerHandle | None = None
+        self.timer: Entry | None = None  # its deadline (frontend.timers)
 
     def settled(self, query: Query) -> None:
         self.on_settled(query, clock.now() - self.start)

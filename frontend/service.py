@@ -28,6 +28,7 @@ from frontend.metrics import Metrics
 from frontend.pool import WorkerPool
 from frontend.query import Answer, Pending, Query
 from frontend.stats import Stats
+from frontend.timers import TimerWheel
 from frontend.trace import TraceSink
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,8 @@ class Service:
         self.metrics = Metrics(self)
         self.gc = GcWatch()  # collector pauses stall the loop: counted for /stats
         self.trace_sink = TraceSink(cfg.trace_file) if cfg.trace_file is not None else None
-        self.grouper = Grouper(cfg.k if cfg.coded else 1, cfg.group_timeout_ms / 1000, self._new_run)
+        self.timers = TimerWheel()  # request deadlines, fallback times, group timeouts: one loop timer
+        self.grouper = Grouper(cfg.k if cfg.coded else 1, cfg.group_timeout_ms / 1000, self._new_run, self.timers)
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -85,6 +87,7 @@ class Service:
             await asyncio.gather(self._monitor, return_exceptions=True)
         await asyncio.gather(*self._leftover, return_exceptions=True)
         await self.pool.close()
+        self.timers.close()
         self.gc.stop()
         if self.trace_sink is not None:
             await self._write_trace(self.trace_sink)
@@ -175,7 +178,7 @@ class Service:
         request.left = n
         self.pending += n
         self.stats.queries += n
-        request.timer = loop.call_at(deadline, self._expire, request)
+        request.timer = self.timers.call_at(deadline, self._expire, request)
         for q in queries:
             self.grouper.add(q)
         if request.left:
@@ -227,7 +230,7 @@ class Service:
         run = GroupRun(self.pool, self.code, self.stats, self.cfg.retry_backoff_s, self._finished,
                        policy=self.decode_policy, latency=self.latency, hedge=self.hedge, latencies=self.latencies,
                        fallback_hedge=self.cfg.coded and self.cfg.hedge_fallback, copy_budget=self.copy_budget,
-                       trace_sink=self.trace_sink)
+                       trace_sink=self.trace_sink, timers=self.timers)
         self.runs.add(run)
         return run
 

@@ -3,16 +3,15 @@ workers) and V2WorkerClient (Open Inference Protocol servers) both implement it 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Optional, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from frontend.balance import PeakEwma
 from frontend.errors import WorkerError
 
-
 # an inference's outcome, called once: (outputs (B, C), None) or (None, the WorkerError)
-InferDone = Callable[[Optional[np.ndarray], Optional[WorkerError]], None]
+InferDone = Callable[[np.ndarray | None, WorkerError | None], None]
 
 
 class Abandonable(Protocol):

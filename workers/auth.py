@@ -10,8 +10,8 @@ import hashlib
 import hmac
 import os
 import secrets
-from pathlib import Path
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from workers.protocol import FrameDecoder, ProtocolError, pack
