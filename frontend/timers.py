@@ -21,13 +21,10 @@ class Entry:
     """One deadline. ``cancel()`` releases its callback and arguments at once (the query they hold),
     though the entry itself leaves the heap later."""
 
-    __slots__ = ("args", "callback", "due", "seq", "wheel")
+    __slots__ = ("args", "callback", "due", "wheel")
 
-    def __init__(self, wheel: TimerWheel, due: float, seq: int, callback: Callable[..., None], args: tuple[Any, ...]):
-        self.wheel, self.due, self.seq, self.callback, self.args = wheel, due, seq, callback, args
-
-    def __lt__(self, other: Entry) -> bool:
-        return self.due < other.due or (self.due == other.due and self.seq < other.seq)  # ties: first in, first out
+    def __init__(self, wheel: TimerWheel, due: float, callback: Callable[..., None], args: tuple[Any, ...]) -> None:
+        self.wheel, self.due, self.callback, self.args = wheel, due, callback, args
 
     @property
     def cancelled(self) -> bool:
@@ -47,7 +44,7 @@ class TimerWheel:
     loop's timer slack of now run when the timer fires (uvloop fires up to ~0.5 ms early), in due order."""
 
     def __init__(self) -> None:
-        self._heap: list[Entry] = []
+        self._heap: list[tuple[float, int, Entry]] = []  # (due, sequence: ties first in, first out, entry)
         self._seq = itertools.count()
         self._armed: asyncio.TimerHandle | None = None
         self._armed_for = float("inf")
@@ -57,8 +54,8 @@ class TimerWheel:
         return len(self._heap) - self.dead
 
     def call_at(self, due: float, callback: Callable[..., None], *args: Any) -> Entry:
-        entry = Entry(self, due, next(self._seq), callback, args)
-        heapq.heappush(self._heap, entry)
+        entry = Entry(self, due, callback, args)
+        heapq.heappush(self._heap, (due, next(self._seq), entry))  # tuples: compared in C
         if due < self._armed_for:
             self._arm(due)
         return entry
@@ -82,8 +79,8 @@ class TimerWheel:
     def _fire(self) -> None:
         self._armed, self._armed_for = None, float("inf")
         heap, horizon = self._heap, clock.now() + clock.timer_slack()
-        while heap and (heap[0].callback is None or heap[0].due <= horizon):
-            entry = heapq.heappop(heap)
+        while heap and (heap[0][2].callback is None or heap[0][0] <= horizon):
+            entry = heapq.heappop(heap)[2]
             callback, args = entry.callback, entry.args
             if callback is None:
                 self.dead -= 1
@@ -95,8 +92,8 @@ class TimerWheel:
                 asyncio.get_running_loop().call_exception_handler(
                     {"message": f"timer callback {callback!r} failed", "exception": exc})
         if self.dead > COMPACT_AT and self.dead * 2 > len(heap):
-            self._heap = heap = [e for e in heap if e.callback is not None]
+            self._heap = heap = [item for item in heap if item[2].callback is not None]
             heapq.heapify(heap)
             self.dead = 0
         if heap and self._armed is None:
-            self._arm(heap[0].due)
+            self._arm(heap[0][0])
