@@ -46,6 +46,7 @@ class WorkerPool:
         self.data, self.parity = clients
         self._rr = itertools.count()
         self._slow = SlowJudge()
+        self._shape: tuple[list[Any], tuple[int, ...]] | None = None  # (a reported shape list, as a tuple)
         self.agreement = Agreement(cfg.k, cfg.r, cfg.code, declared=cfg.model_id)
         for w in self.all:
             w.on_change = self.check_agreement  # judged as soon as a worker reports (or loses) its model
@@ -99,10 +100,20 @@ class WorkerPool:
     def input_shape(self) -> tuple[int, ...] | None:
         """The data model's per-query input shape, once a healthy data worker has reported it."""
         for w in self.data:
-            shape = w.info.get("input_shape")
-            if w.healthy and isinstance(shape, list):
-                return tuple(int(d) for d in shape)
+            if w.healthy:
+                shape = w.info.get("input_shape")
+                if isinstance(shape, list):
+                    return self._as_shape(shape)
         return None
+
+    def _as_shape(self, shape: list[Any]) -> tuple[int, ...]:
+        """The reported list as a tuple, converted once per report (asked twice per request)."""
+        cached = self._shape
+        if cached is not None and cached[0] is shape:
+            return cached[1]
+        value = tuple(int(d) for d in shape)
+        self._shape = (shape, value)
+        return value
 
     def output_size(self) -> int | None:
         """Number of outputs per query, when a data worker has reported it."""
