@@ -282,6 +282,8 @@ class GroupRun:
         elif self._waited:
             self.stats.decodes_after_wait += 1
         self._abandon_leftovers()
+        for q in self.queries:  # every query is settled: break the query <-> group cycle, so both are
+            q.group = None      # freed as soon as unused instead of by the cyclic collector
         self.on_finished(self)
 
     def _abandon_leftovers(self) -> None:

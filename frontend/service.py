@@ -189,6 +189,7 @@ class Service:
                 raise self._missed(len(failed), n, deadline_ms)
             raise failed[0]
         answers: list[Answer] = [q.result for q in queries]  # type: ignore[misc]
+        request.queries = []  # break the request <-> query cycle (freed without the cyclic collector)
         self._check_defaults_fit(answers, deadline_ms)
         return answers
 
