@@ -95,5 +95,5 @@ class TimerWheel:
             self._heap = heap = [item for item in heap if item[2].callback is not None]
             heapq.heapify(heap)
             self.dead = 0
-        if heap and self._armed is None:
+        if heap and heap[0][0] < self._armed_for:  # a callback may have armed for a later entry of its own
             self._arm(heap[0][0])

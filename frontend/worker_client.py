@@ -210,7 +210,7 @@ class WorkerClient(WorkerBase):
         except (auth.AuthError, ProtocolError, OSError) as exc:
             self.auth_error = str(exc)
             log.error("%s: handshake failed: %s", self.name, exc)
-            conn.fail(exc if isinstance(exc, Exception) else RuntimeError(str(exc)))
+            conn.fail(exc)
             return None
         self.auth_error = None
         try:

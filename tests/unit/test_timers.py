@@ -33,6 +33,16 @@ async def test_an_earlier_entry_rearms_the_loop_timer_and_entries_may_add_entrie
     wheel.close()
 
 
+async def test_an_entry_added_by_a_callback_does_not_delay_an_earlier_one() -> None:
+    wheel, ran = TimerWheel(), []
+    now = clock.now()
+    wheel.call_at(now + 0.03, lambda: ran.append(("a", clock.now() - now)))
+    wheel.call_at(now + 0.01, lambda: wheel.call_at(now + 0.5, ran.append, "b"))  # armed for +0.5 s in passing
+    await asyncio.sleep(0.1)
+    assert [name for name, _ in ran] == ["a"] and ran[0][1] < 0.09, ran  # fired near +30 ms, not at +500 ms
+    wheel.close()
+
+
 async def test_a_failing_callback_is_reported_and_the_others_still_run() -> None:
     loop = asyncio.get_running_loop()
     reported: list[dict] = []
