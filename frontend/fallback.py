@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 BUDGET_FRACTION = 0.05  # at most one copy per 20 queries, as The Tail at Scale's p95 hedging
 BUDGET_BURST = 20.0     # copies that may go out back to back when the budget is full
+RECHECK_MIN_S = 0.005   # an overdue query with no copy sent is looked at again after at least this long
 
 
 class CopyBudget:
@@ -54,12 +55,17 @@ def arm(run: GroupRun, slot: int) -> Entry:
 
 def _on_overdue(run: GroupRun, slot: int) -> None:
     """slot's output is overdue: send one copy to a spare data worker unless the group is done, the query
-    answered, or the code can rebuild it (then the decode policy covers it)."""
+    answered, or the code can rebuild it (then the decode policy covers it). With no spare (no other
+    healthy worker) or the budget spent, look again one service time later: a single look that found
+    nothing left such a query waiting for its deadline."""
     run.fallback_timers.pop(slot, None)
     if run.finished or run.queries[slot].done or run.decodable():
         return
+    holder = run.requests.get(slot, (None, None))[1]  # the worker its request waits on
     spare = run.pool.pick(run.pool.data, avoid=run.used, by_pace=True)  # a copy must go where it is fast
-    if spare is None or not run.copy_budget.spend():
+    if spare is None or spare is holder or not run.copy_budget.spend():
+        recheck = max(RECHECK_MIN_S, run.policy.overdue_s(run.latencies, None))
+        run.fallback_timers[slot] = run.timers.call_later(recheck, _on_overdue, run, slot)
         return
     run.used.add(spare)
     run.stats.fallback_hedges += 1

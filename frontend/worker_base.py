@@ -13,7 +13,7 @@ import numpy as np
 
 from frontend import clock
 from frontend.balance import PeakEwma
-from frontend.errors import WorkerError, WorkerUnavailable
+from frontend.errors import WorkerError, WorkerFailed, WorkerUnavailable
 from frontend.worker_api import Abandonable, InferDone
 
 log = logging.getLogger(__name__)
@@ -115,6 +115,9 @@ class WorkerBase:
             outputs = await self.infer(inputs)
         except WorkerError as exc:
             done(None, exc)
+        except Exception as exc:  # a transport's unexpected error fails this request (re-sent), never hangs it
+            log.exception("%s: inference failed unexpectedly", self.name)
+            done(None, WorkerFailed(f"{self.name}: {type(exc).__name__}: {exc}"))
         else:
             done(outputs, None)
 

@@ -90,7 +90,7 @@ async def test_a_grace_longer_than_the_deadline_decodes_before_it_instead_of_a_5
 def three_data(ws, **kw) -> FrontendConfig:
     """k=2 with a spare data worker: ws[0..2] data, ws[3] parity."""
     return FrontendConfig(data=tuple(("127.0.0.1", w.port) for w in ws[:3]), parity=(("127.0.0.1", ws[3].port),),
-                          k=2, code="sum", deadline_ms=1000, **kw)
+                          k=2, code="sum", **({"deadline_ms": 1000} | kw))
 
 
 async def test_an_overdue_query_the_code_cannot_rebuild_is_resent_to_a_spare_worker() -> None:
@@ -120,6 +120,33 @@ async def test_an_overdue_query_the_code_cannot_rebuild_is_resent_to_a_spare_wor
                     assert stats.groups_partial == 3 and stats.degraded == 0
                 else:
                     assert 504 in statuses and stats.fallback_hedges == 0, statuses
+
+
+async def test_an_overdue_query_is_looked_at_again_until_a_copy_can_go() -> None:
+    """The copy budget is spent when the query on the stalled worker becomes overdue: no copy then, but
+    the query is looked at again, and once the budget allows it a copy answers it well within the
+    deadline (a single look left it waiting for the deadline)."""
+    async with worker_servers(["builtin:linear"] * 3 + [PARITY]) as ws:
+        async with frontend(three_data(ws, group_timeout_ms=1, deadline_ms=5000)) as c:
+            service = service_of(c)
+            await eventually(lambda: all(w.healthy for w in service.pool.data))
+            ws[1].faults.set("stall")
+            service.copy_budget.tokens = 0.0
+            rng = np.random.default_rng(5)
+            for _ in range(3):  # equal loads rotate: one of the three lands on the stalled worker
+                x = rng.random((1, 1, 28, 28), dtype=np.float32)
+                copies = service.stats.fallback_hedges
+                request = asyncio.ensure_future(c.post("/predict", json={"inputs": x.tolist()}))
+                await asyncio.sleep(0.3)  # overdue and looked at (refused) several times by now
+                assert service.stats.fallback_hedges == copies  # none sent: the budget is spent
+                service.copy_budget.tokens = 1.0
+                resp = await asyncio.wait_for(request, 2.0)
+                assert resp.status == 200, await resp.text()
+                np.testing.assert_allclose(np.array((await resp.json())["outputs"]), LINEAR.predict(x), rtol=1e-4,
+                                           atol=1e-4)
+                service.copy_budget.tokens = 0.0
+            ws[1].faults.set("none")
+            assert service.stats.fallback_hedge_wins >= 1 and service.stats.deadline_exceeded == 0, service.stats
 
 
 async def test_a_grace_is_counted_once_not_restarted() -> None:
