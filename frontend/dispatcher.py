@@ -21,7 +21,6 @@ import numpy as np
 from coders import Code
 from frontend import clock, parity, sending
 from frontend.decode_policy import DecodePolicy, MissingSlot, WorkerLatencies
-from frontend.errors import WorkerError
 from frontend.fallback import CopyBudget
 from frontend.group import Delivery, Group
 from frontend.hedging import HedgePolicy, LatencyTracker, hedged_fetch
@@ -139,51 +138,6 @@ class GroupRun:
     def decodable(self) -> bool:
         """The group could rebuild its missing outputs now (so the decode policy, not a re-send, covers them)."""
         return self.group is not None and self.group.can_decode()
-
-    async def fetch(self, slot: int, record: bool = True) -> np.ndarray | None:
-        """Hedged mode's form of frontend.sending.send, as a coroutine for hedged_fetch to race: send
-        slot's query to a healthy data worker, re-sending after failures; (C,) output, or None once the
-        group has finished without it. ``record``: add the round trip to the latency record (hedged
-        fetches record the whole query instead)."""
-        inputs = self.queries[slot].inputs[None]  # (1, *S)
-        tried: set[Worker] = set()
-        attempt = 0
-        while not self.finished:
-            # uncoded: nothing decodes around a slow worker, so avoid one (frontend.balance)
-            worker = self.pool.pick(self.pool.data, avoid=self.used | tried, by_pace=self.code is None)
-            if worker is not None:
-                self.used.add(worker)
-                ahead = worker.in_flight
-                t0 = clock.now()
-                finish = self.policy.predict_finish(self.latencies, worker, t0, ahead)
-                self.requests[slot] = (t0, worker, ahead, finish)
-                if self.trace is not None:
-                    self.trace.sent("send", slot, worker, ahead)
-                try:
-                    out = await worker.infer(inputs)  # (1, C)
-                except asyncio.CancelledError:  # abandoned: it took at least this long
-                    self.latencies.record(worker, clock.now() - t0, ahead, censored=True)
-                    raise
-                except WorkerError as exc:
-                    log.debug("slot %d: %s", slot, exc)
-                    self.stats.worker_errors += 1
-                    tried.add(worker)
-                    if self.trace is not None:
-                        self.trace.add("fail", slot)
-                else:
-                    elapsed = clock.now() - t0
-                    if self.trace is not None:
-                        self.trace.add("out", slot)
-                    self.latencies.record(worker, elapsed, ahead)
-                    if record:
-                        self.latency.record(elapsed)
-                    return out[0]
-            self.requests[slot] = (clock.now(), None, 0, None)  # nothing out for it: a decode need not wait
-            self.consider_decode()
-            attempt += 1
-            self.stats.retries += 1
-            await asyncio.sleep(min(self.backoff_s * 2 ** min(attempt, 10), sending.MAX_BACKOFF_S))
-        return None
 
     def on_output(self, slot: int, output: np.ndarray) -> None:
         if self.group is None:

@@ -1,6 +1,6 @@
 """Hedged requests (Dean and Barroso, "The Tail at Scale"): the latency record of recent data
 requests, the delay after which a still-outstanding query is re-sent to another replica, and the
-hedged fetch of one slot of a group (hedged mode).
+hedged fetch of one slot of a group, with the copies it races (hedged mode).
 
 The delay is fixed, or the given percentile of recent latencies (p95 by default: hedging only
 the slowest ~5% caps the extra load near 5%). Before enough samples exist the fixed fallback holds.
@@ -8,16 +8,21 @@ the slowest ~5% caps the extra load near 5%). Before enough samples exist the fi
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from frontend import clock
+from frontend.errors import WorkerError
+from frontend.sending import MAX_BACKOFF_S
+from frontend.worker_api import Worker
 
 if TYPE_CHECKING:
     from frontend.dispatcher import GroupRun
 
+log = logging.getLogger(__name__)
 MIN_SAMPLES = 50
 HEDGE_BUDGET_FRACTION = 0.10  # hedges per query at most (a token bucket, frontend.fallback.CopyBudget)
 RECOMPUTE_EVERY = 64
@@ -73,7 +78,7 @@ async def hedged_fetch(run: GroupRun, slot: int) -> np.ndarray | None:
     # The record is of whole queries, from the first copy: recording only the copies that
     # won would drop the slow ones, bias the p95 low and hedge far more than 5%.
     t0 = clock.now()
-    copies = [asyncio.ensure_future(run.fetch(slot, record=False))]
+    copies = [asyncio.ensure_future(fetch(run, slot))]
     try:
         done, _ = await asyncio.wait(copies, timeout=run.hedge.delay_s())
         if not done and not run.copy_budget.spend():  # the budget is spent: no hedge, wait for the first
@@ -81,7 +86,7 @@ async def hedged_fetch(run: GroupRun, slot: int) -> np.ndarray | None:
             done, _ = await asyncio.wait(copies)
         if not done:
             run.stats.hedges += 1
-            copies.append(asyncio.ensure_future(run.fetch(slot, record=False)))  # avoids run.used
+            copies.append(asyncio.ensure_future(fetch(run, slot)))  # avoids run.used
             done, _ = await asyncio.wait(copies, return_when=asyncio.FIRST_COMPLETED)
         winner = done.pop()
         if winner is not copies[0]:
@@ -95,3 +100,44 @@ async def hedged_fetch(run: GroupRun, slot: int) -> np.ndarray | None:
         for c in copies:
             c.cancel()
         await asyncio.gather(*copies, return_exceptions=True)
+
+
+async def fetch(run: GroupRun, slot: int) -> np.ndarray | None:
+    """One copy of slot's query, as a coroutine for hedged_fetch to race (the callback form is
+    frontend.sending.send): to a healthy data worker the group does not use yet, re-sent after failures;
+    (C,) output, or None once the group has finished without it. The latency record is hedged_fetch's
+    (whole queries), not this copy's."""
+    inputs = run.queries[slot].inputs[None]  # (1, *S)
+    tried: set[Worker] = set()
+    attempt = 0
+    while not run.finished:
+        # uncoded: nothing decodes around a slow worker, so avoid one (frontend.balance)
+        worker = run.pool.pick(run.pool.data, avoid=run.used | tried, by_pace=run.code is None)
+        if worker is not None:
+            run.used.add(worker)
+            ahead, t0 = worker.in_flight, clock.now()
+            run.requests[slot] = (t0, worker, ahead, run.policy.predict_finish(run.latencies, worker, t0, ahead))
+            if run.trace is not None:
+                run.trace.sent("send", slot, worker, ahead)
+            try:
+                out = await worker.infer(inputs)  # (1, C)
+            except asyncio.CancelledError:  # abandoned: it took at least this long
+                run.latencies.record(worker, clock.now() - t0, ahead, censored=True)
+                raise
+            except WorkerError as exc:
+                log.debug("slot %d: %s", slot, exc)
+                run.stats.worker_errors += 1
+                tried.add(worker)
+                if run.trace is not None:
+                    run.trace.add("fail", slot)
+            else:
+                if run.trace is not None:
+                    run.trace.add("out", slot)
+                run.latencies.record(worker, clock.now() - t0, ahead)
+                return out[0]
+        run.requests[slot] = (clock.now(), None, 0, None)  # nothing out for it: a decode need not wait
+        run.consider_decode()
+        attempt += 1
+        run.stats.retries += 1
+        await asyncio.sleep(min(run.backoff_s * 2 ** min(attempt, 10), MAX_BACKOFF_S))
+    return None
