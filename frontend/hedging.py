@@ -16,7 +16,7 @@ import numpy as np
 
 from frontend import clock
 from frontend.errors import WorkerError
-from frontend.sending import MAX_BACKOFF_S
+from frontend.sending import MAX_BACKOFF_S, note_send
 from frontend.worker_api import Worker
 
 if TYPE_CHECKING:
@@ -114,11 +114,7 @@ async def fetch(run: GroupRun, slot: int) -> np.ndarray | None:
         # uncoded: nothing decodes around a slow worker, so avoid one (frontend.balance)
         worker = run.pool.pick(run.pool.data, avoid=run.used | tried, by_pace=run.code is None)
         if worker is not None:
-            run.used.add(worker)
-            ahead, t0 = worker.in_flight, clock.now()
-            run.requests[slot] = (t0, worker, ahead, run.policy.predict_finish(run.latencies, worker, t0, ahead))
-            if run.trace is not None:
-                run.trace.sent("send", slot, worker, ahead)
+            t0, ahead = note_send(run, slot, worker)
             try:
                 out = await worker.infer(inputs)  # (1, C)
             except asyncio.CancelledError:  # abandoned: it took at least this long

@@ -72,11 +72,7 @@ def send(run: GroupRun, slot: int, tried: set[Worker] | None = None, attempt: in
     tried = set() if tried is None else tried
     worker = run.pool.pick(run.pool.data, avoid=run.used | tried if tried else run.used, by_pace=run.code is None)
     if worker is not None:
-        run.used.add(worker)
-        ahead, t0 = worker.in_flight, clock.now()
-        run.requests[slot] = (t0, worker, ahead, run.policy.predict_finish(run.latencies, worker, t0, ahead))
-        if run.trace is not None:
-            run.trace.sent("send", slot, worker, ahead)
+        t0, ahead = note_send(run, slot, worker)
         req = DataSend(run, slot, worker, t0, ahead, tried, attempt)
         try:
             req.handle = worker.send_infer(run.queries[slot].inputs[None], req.done)  # (1, *S)
@@ -90,6 +86,17 @@ def send(run: GroupRun, slot: int, tried: set[Worker] | None = None, attempt: in
                 run.fallback_timers[slot] = fallback.arm(run, slot)
             return
     _back_off(run, slot, tried, attempt)
+
+
+def note_send(run: GroupRun, slot: int, worker: Worker) -> tuple[float, int]:
+    """slot's request goes to ``worker`` now: the group uses it, the decode policy predicts its finish,
+    the trace says so. Returns (sent at, requests ahead of it there)."""
+    run.used.add(worker)
+    ahead, t0 = worker.in_flight, clock.now()
+    run.requests[slot] = (t0, worker, ahead, run.policy.predict_finish(run.latencies, worker, t0, ahead))
+    if run.trace is not None:
+        run.trace.sent("send", slot, worker, ahead)
+    return t0, ahead
 
 
 def _back_off(run: GroupRun, slot: int, tried: set[Worker], attempt: int) -> None:
