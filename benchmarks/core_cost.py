@@ -38,7 +38,7 @@ class LoopWorker(WorkerBase):
 
     def __init__(self, port: int, role: str, info: dict[str, Any]) -> None:
         super().__init__(role, connect_timeout_s=1.0, health_interval_s=3600.0, health_timeout_s=1.0)
-        self.host, self.port, self._count = "loop", port, 0
+        self.host, self.port = "loop", port
         self.info, self.probe_ok = dict(info), True
         self._out = np.zeros((1, 10), np.float32)
 
@@ -46,32 +46,28 @@ class LoopWorker(WorkerBase):
     def name(self) -> str:
         return f"loop-{self.role}-{self.port}"
 
-    @property
-    def in_flight(self) -> int:
-        return self._count
-
     def start(self) -> None:
         self._mark_connected()
 
     def send_infer(self, inputs: np.ndarray, done: Any) -> Any:
         if not self.connected:
             raise WorkerUnavailable(self.name)
-        self._count += 1
+        self._outstanding += 1
         handle = _Handle(done)
         asyncio.get_running_loop().call_soon(self._reply, handle)
         return handle
 
     def _reply(self, handle: _Handle) -> None:
-        self._count -= 1
+        self._outstanding -= 1
         self._record_reply(handle.sent_at)
         if handle.done is not None:
             self._record_result()
             handle.done(self._out, None)
 
     async def infer(self, inputs: np.ndarray) -> np.ndarray:  # a frontend without send_infer calls this
-        self._count += 1
+        self._outstanding += 1
         await asyncio.sleep(0)  # one loop turn, as send_infer's reply takes
-        self._count -= 1
+        self._outstanding -= 1
         self._record_reply(time.monotonic())
         self._record_result()
         return self._out
