@@ -183,6 +183,11 @@ class FaultInjector:
     def spec(self) -> str:
         return self._spec
 
+    @property
+    def active(self) -> bool:
+        """False under "none": no request needs ``before_request`` (the server's fast path)."""
+        return bool(self._faults)
+
     def set(self, spec: str) -> None:
         """Install a new spec (ValueError keeps the old one). Stalled requests are released only
         if the new spec has no stall; requests in a delay keep sleeping their sampled time."""

@@ -45,7 +45,8 @@ class _Connection:
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     out: list[bytes] = field(default_factory=list)  # replies to write at the end of this loop turn
 
-    async def send(self, message: dict[str, Any], max_frame: int) -> None:
+    def queue(self, message: dict[str, Any], max_frame: int) -> None:
+        """Queue a reply; it leaves with the others of this loop turn (whole frames, in order)."""
         try:
             frame = pack(message, max_frame)
         except ProtocolError as exc:  # e.g. outputs too large for one frame
@@ -54,9 +55,18 @@ class _Connection:
             return
         if not self.out:
             asyncio.get_running_loop().call_soon(self._flush)
-        self.out.append(frame)  # whole frames, in order: they never interleave
+        self.out.append(frame)
+
+    async def send(self, message: dict[str, Any], max_frame: int) -> None:
+        self.queue(message, max_frame)
+        await self.drain()
+
+    async def drain(self) -> None:
         async with self.lock:  # one drain at a time
             await self.writer.drain()
+
+    def open(self) -> bool:
+        return not self.writer.is_closing()
 
     def _flush(self) -> None:
         frames, self.out = self.out, []
@@ -138,10 +148,11 @@ class WorkerServer:
         try:
             early = await auth.accept(reader, writer, decoder, self.secret) if self.secret else []
             for message in early:
-                self._spawn_handler(message, conn)
+                self._on_message(message, conn)
             while data := await reader.read(READ_CHUNK):
                 for message in decoder.feed(data):
-                    self._spawn_handler(message, conn)
+                    self._on_message(message, conn)
+                await conn.drain()  # a client that does not read its replies stops being read
         except auth.AuthError as exc:
             log.warning("refusing connection from %s: %s", peer, exc)
         except ProtocolError as exc:
@@ -151,6 +162,14 @@ class WorkerServer:
         finally:
             await conn.close()
             self._conns.pop(me, None)
+
+    def _on_message(self, message: dict[str, Any], conn: _Connection) -> None:
+        """An infer request with no fault to inject goes straight to the batcher (no task, no future);
+        anything else (ping, fault, infer under a fault spec) gets a handler task."""
+        if message["type"] == "infer" and not self.faults.active:
+            self._infer_now(message, conn)
+        else:
+            self._spawn_handler(message, conn)
 
     def _spawn_handler(self, message: dict[str, Any], conn: _Connection) -> None:
         task = asyncio.create_task(self._handle(message, conn))
@@ -196,6 +215,27 @@ class WorkerServer:
         return {"type": "ok", "id": message["id"], "fault": self.faults.spec}
 
     # -- inference -----------------------------------------------------------------------------
+    def _infer_now(self, message: dict[str, Any], conn: _Connection) -> None:
+        rid = message["id"]
+        try:
+            inputs = self._validate(decode_tensor(message.get("inputs")))
+        except ValueError as exc:  # ProtocolError is a ValueError
+            conn.queue({"type": "error", "id": rid, "message": str(exc)}, self.max_frame)
+            return
+        self.in_flight += 1
+
+        def done(outputs: np.ndarray | None, exc: BaseException | None) -> None:
+            self.in_flight -= 1
+            if outputs is not None:
+                self.requests_served += 1
+                conn.queue({"type": "result", "id": rid, "outputs": encode_tensor(outputs)}, self.max_frame)
+            elif isinstance(exc, ValueError):
+                conn.queue({"type": "error", "id": rid, "message": str(exc)}, self.max_frame)
+            elif not isinstance(exc, asyncio.CancelledError):  # cancelled: connection gone, or shutting down
+                conn.queue({"type": "error", "id": rid, "message": f"internal error: {type(exc).__name__}: {exc}"},
+                           self.max_frame)
+        self.batcher.submit_nowait(inputs, done, conn.open)
+
     async def _infer(self, message: dict[str, Any]) -> dict[str, Any]:
         inputs = self._validate(decode_tensor(message.get("inputs")))
         self.in_flight += 1

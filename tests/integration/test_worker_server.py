@@ -159,6 +159,24 @@ async def test_concurrent_requests_are_batched() -> None:
         await srv.close()
 
 
+async def test_requests_of_a_closed_connection_are_not_run() -> None:
+    srv = await _server("builtin:sleep:ms=50", max_batch=1)
+    try:
+        gone = await Client.connect(srv.port)
+        for i in range(4):  # the first runs (50 ms) while the other three queue behind it
+            gone.send("infer", inputs=encode_tensor(_inputs(1, i)))
+        await asyncio.sleep(0.02)
+        await gone.close()
+        await asyncio.sleep(0.1)  # the first batch ends; the queued three belong to a closed connection
+        c = await Client.connect(srv.port)
+        info = (await c.call("ping"))["info"]
+        assert info["batches_run"] == 1 and info["in_flight"] == 0, info
+        assert (await c.infer(_inputs(1)))["type"] == "result"  # and the worker serves on
+        await c.close()
+    finally:
+        await srv.close()
+
+
 async def test_max_batch_one_runs_each_request_alone() -> None:
     srv = await _server("builtin:linear", max_batch=1)
     try:
