@@ -4,6 +4,9 @@ builtin:linear workers, load from benchmarks/loadgen.py in its own process, and 
     .venv/bin/python benchmarks/frontend_bench.py [--quick]   -> benchmarks/results/frontend.json
     .venv/bin/python benchmarks/frontend_bench.py --scale 2   -> benchmarks/results/frontend_scale.json
                        (coded through 1 and through 2 `parm serve --processes` side by side, closed loop)
+    sudo .venv/bin/python benchmarks/frontend_bench.py --scale 2 --cpu-cap 0.4   -> .../frontend_scale_cpu_cap.json
+                       (each frontend process capped at 0.4 CPU by a cgroup: on a 2-core machine it stands
+                        for one core of a larger one, and the workers and load generator keep the rest)
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from cpu_cap import CpuCaps
 from frontend_procs import Frontend, addrs, brief, run_load, start_floor, start_frontend, stop_process
 from frontend_profile import format_profile, summarize_profile
 from results_file import write_json
@@ -33,6 +37,7 @@ from workers.cluster import LocalCluster, WorkerSpec
 
 RESULTS = ROOT / "benchmarks" / "results" / "frontend.json"
 SCALE_RESULTS = ROOT / "benchmarks" / "results" / "frontend_scale.json"
+CAPPED_SCALE_RESULTS = ROOT / "benchmarks" / "results" / "frontend_scale_cpu_cap.json"
 TARGETS = {"throughput_ratio": 0.90, "added_p50_ms": 1.0, "added_p99_ms": 3.0, "coded_cpu_us": 100.0}
 
 # -- phases -------------------------------------------------------------------------------------
@@ -94,13 +99,17 @@ async def scaling(cluster: LocalCluster, args: argparse.Namespace, log_dir: Path
     """Closed loop through coded frontends of 1 and ``--scale`` processes, each on asyncio's loop and on
     uvloop, all interleaved each round: what a second process and what uvloop buy, side by side."""
     variants = [(n, loop) for n in (1, args.scale) for loop in ("asyncio", "uvloop")]
+    caps = CpuCaps(args.cpu_cap) if args.cpu_cap is not None else None  # fails here, before anything starts, if it cannot
     fes = {}
-    for n, loop in variants:
-        fes[(n, loop)] = await start_frontend(cluster, "coded", argparse.Namespace(**{**vars(args), "event_loop": loop}),
-                                              log_dir, processes=n)
     worker_pids = {f"{w.spec.role}{i}": w.proc.pid for i, w in enumerate(cluster.workers)}
     runs: dict[tuple[int, str], list[dict[str, Any]]] = {v: [] for v in variants}
     try:
+        for n, loop in variants:
+            fe = fes[(n, loop)] = await start_frontend(cluster, "coded", argparse.Namespace(**{**vars(args), "event_loop": loop}),
+                                                       log_dir, processes=n)
+            if caps is not None:
+                for pid in serving_pids(fe.proc.pid):
+                    caps.cap(pid)
         for r in range(args.rounds):
             for (n, loop), fe in fes.items():
                 serving = {f"frontend{i}": pid for i, pid in enumerate(serving_pids(fe.proc.pid))}
@@ -112,14 +121,18 @@ async def scaling(cluster: LocalCluster, args: argparse.Namespace, log_dir: Path
     finally:
         for fe in fes.values():
             await stop_process(fe.proc)
+        if caps is not None:
+            caps.close()
     rate = {v: med(runs[v], "achieved_rate") for v in variants}
     ratios = {f"x{args.scale}_over_x1_{loop}": rate[(args.scale, loop)] / rate[(1, loop)] for loop in ("asyncio", "uvloop")}
     ratios.update({f"uvloop_over_asyncio_x{n}": rate[(n, "uvloop")] / rate[(n, "asyncio")] for n in (1, args.scale)})
     print("\n" + "\n".join(f"  x{n} {loop:<8} {rate[(n, loop)]:8.1f} req/s, frontend cpu "
                             f"{statistics.median(r['cpu_us_per_answer']['frontend'] for r in runs[(n, loop)]):.0f} us/answer"
                             for n, loop in variants))
-    print("  " + ", ".join(f"{k} = {v:.2f}" for k, v in ratios.items()) + f" (medians of {args.rounds} rounds)")
-    return {"runs": {f"x{n}_{loop}": v for (n, loop), v in runs.items()}, "processes": args.scale, "ratios": ratios}
+    cap = f"; each frontend process capped at {args.cpu_cap:g} CPU" if args.cpu_cap else ""
+    print("  " + ", ".join(f"{k} = {v:.2f}" for k, v in ratios.items()) + f" (medians of {args.rounds} rounds{cap})")
+    return {"runs": {f"x{n}_{loop}": v for (n, loop), v in runs.items()}, "processes": args.scale, "ratios": ratios,
+            "cpu_cap_per_process": args.cpu_cap}
 
 
 def serving_pids(pid: int) -> list[int]:
@@ -249,10 +262,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="the frontends' event loop (parm serve --event-loop)")
     p.add_argument("--scale", type=int, default=0, metavar="N",
                    help="only compare coded through 1 and through N frontend processes (parm serve --processes N)")
-    p.add_argument("--out", type=Path, default=None, help=f"default {RESULTS} ({SCALE_RESULTS} with --scale)")
+    p.add_argument("--cpu-cap", type=float, default=None, metavar="CPUS",
+                   help="with --scale: cap each frontend process at CPUS (a cgroup each; needs root): one core of a "
+                        "larger machine per process, the rest left to workers and load generator")
+    p.add_argument("--out", type=Path, default=None, help=f"default {RESULTS} ({SCALE_RESULTS} with --scale, {CAPPED_SCALE_RESULTS.name} with --cpu-cap)")
     args = p.parse_args(argv)
+    if args.cpu_cap is not None and not args.scale:
+        p.error("--cpu-cap applies to --scale runs")
     if args.out is None:
-        args.out = SCALE_RESULTS if args.scale else RESULTS
+        args.out = (CAPPED_SCALE_RESULTS if args.cpu_cap else SCALE_RESULTS) if args.scale else RESULTS
     q = args.quick
     for name, full, quick in (("rounds", 3, 1), ("sat_s", 6.0, 3.0), ("mod_s", 8.0, 4.0), ("profile_s", 6.0, 3.0),
                               ("warmup_s", 1.0, 0.5)):
