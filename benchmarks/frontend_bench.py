@@ -2,6 +2,8 @@
 builtin:linear workers, load from benchmarks/loadgen.py in its own process, and a direct worker-call baseline.
 
     .venv/bin/python benchmarks/frontend_bench.py [--quick]   -> benchmarks/results/frontend.json
+    .venv/bin/python benchmarks/frontend_bench.py --isolate --out benchmarks/results/frontend_isolated.json
+                       (frontends on CPU 0 alone, workers and load generator on the others)
     .venv/bin/python benchmarks/frontend_bench.py --scale 2   -> benchmarks/results/frontend_scale.json
                        (coded through 1 and through 2 `parm serve --processes` side by side, closed loop)
     sudo .venv/bin/python benchmarks/frontend_bench.py --scale 2 --cpu-cap 0.4   -> .../frontend_scale_cpu_cap.json
@@ -190,8 +192,19 @@ def format_tables(sat: dict[str, list[dict[str, Any]]], mod: dict[str, list[dict
 
 # -- main ---------------------------------------------------------------------------------------
 
+def isolate_frontends(args: argparse.Namespace) -> None:
+    """--isolate: frontends on the first CPU alone; this process, hence workers and load generator, on the others."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        raise SystemExit("--isolate needs at least 2 CPUs")
+    args.frontend_cpus = {cpus[0]}
+    os.sched_setaffinity(0, set(cpus[1:]))
+
+
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
     log_dir = Path(tempfile.mkdtemp(prefix="frontend_bench_"))
+    if args.isolate:
+        isolate_frontends(args)
     specs = [WorkerSpec("data", "builtin:linear", threads=1), WorkerSpec("data", "builtin:linear", threads=1),
              WorkerSpec("parity", "builtin:linear:parity_k=2", threads=1)]
     cluster = LocalCluster(specs)
@@ -203,7 +216,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             await cluster.stop()
     frontends: list[Frontend] = []
     try:
-        frontends.append(await start_floor(log_dir))  # one at a time: a failed start still stops the others
+        frontends.append(await start_floor(log_dir, getattr(args, "frontend_cpus", None)))  # one at a time: a failed start still stops the others
         for mode in ("none", "coded"):
             frontends.append(await start_frontend(cluster, mode, args, log_dir))
         worker_pids = {f"{w.spec.role}{i}": w.proc.pid for i, w in enumerate(cluster.workers)}
@@ -262,6 +275,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="the frontends' event loop (parm serve --event-loop)")
     p.add_argument("--scale", type=int, default=0, metavar="N",
                    help="only compare coded through 1 and through N frontend processes (parm serve --processes N)")
+    p.add_argument("--isolate", action="store_true",
+                   help="frontends pinned to the first CPU alone, workers and load generator to the others: what the "
+                        "frontend adds when it does not share its core (as when workers are on other machines)")
     p.add_argument("--cpu-cap", type=float, default=None, metavar="CPUS",
                    help="with --scale: cap each frontend process at CPUS (a cgroup each; needs root): one core of a "
                         "larger machine per process, the rest left to workers and load generator")
@@ -291,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
               "setup": {"data_workers": 2, "parity_workers": 1, "model": "builtin:linear (784x10)", "threads": 1,
                         "k": 2, "code": "sum", "format": args.format, "concurrency": args.concurrency,
                         "rounds": args.rounds, "frontend_log_level": args.frontend_log_level,
-                        "event_loop": args.event_loop},
+                        "event_loop": args.event_loop, "isolate": args.isolate},
               **result, "wall_s": time.perf_counter() - t0}
     write_json(args.out, report)
     print(f"\nwrote {args.out} ({report['wall_s']:.0f} s)")

@@ -7,9 +7,11 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,21 +62,29 @@ async def start_frontend(cluster: LocalCluster, mode: str, args: argparse.Namesp
     if profile_to is not None:
         cmd = [PY, "-c", PROFILE_RUNNER, str(profile_to), *cmd[3:]]
     log = open(log_dir / f"frontend-{mode}-{port}.log", "wb")  # noqa: SIM115 (lives as long as the process)
-    proc = await asyncio.create_subprocess_exec(*cmd, cwd=ROOT, stdout=log, stderr=log)
+    proc = await asyncio.create_subprocess_exec(*cmd, cwd=ROOT, stdout=log, stderr=log,
+                                                preexec_fn=_pinned_to(getattr(args, "frontend_cpus", None)))
     fe = Frontend(mode, port, proc, cmd)
     await wait_ready(fe)
     return fe
 
 
-async def start_floor(log_dir: Path) -> Frontend:
+async def start_floor(log_dir: Path, cpus: set[int] | None = None) -> Frontend:
     """benchmarks/aiohttp_floor.py: the HTTP stack doing nothing but parse and answer (the floor)."""
     port = free_port()
     cmd = [PY, str(ROOT / "benchmarks" / "aiohttp_floor.py"), "--port", str(port)]
     log = open(log_dir / f"floor-{port}.log", "wb")  # noqa: SIM115 (lives as long as the process)
-    proc = await asyncio.create_subprocess_exec(*cmd, cwd=ROOT, stdout=log, stderr=log)
+    proc = await asyncio.create_subprocess_exec(*cmd, cwd=ROOT, stdout=log, stderr=log, preexec_fn=_pinned_to(cpus))
     fe = Frontend("floor", port, proc, cmd)
     await wait_ready(fe)
     return fe
+
+
+def _pinned_to(cpus: set[int] | None) -> Callable[[], None] | None:
+    """A preexec_fn that runs the child (its threads and children too) on ``cpus`` only; None: where it likes."""
+    if not cpus:
+        return None
+    return lambda: os.sched_setaffinity(0, cpus)
 
 
 async def wait_ready(fe: Frontend, timeout_s: float = 60.0) -> None:
