@@ -1,8 +1,9 @@
 """Worker process: an asyncio TCP server answering infer/ping/fault frames for one model.
 
 Data flow: frontend -> worker_client -> [wire] -> **workers.server** -> model (workers.model).
-Requests on a connection are multiplexed by ``id``; infer requests pass fault injection, then the
-dynamic batcher (workers.batcher) runs queued inputs together, one inference at a time in a thread.
+Requests on a connection (workers.connection) are multiplexed by ``id``; infer requests go to the
+dynamic batcher (workers.batcher), which runs queued inputs together, one batch at a time; under a
+fault spec each first passes fault injection (workers.faults) in a task of its own.
 """
 from __future__ import annotations
 
@@ -11,13 +12,13 @@ import logging
 import os
 import signal
 import sys
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from workers import auth
 from workers.batcher import Batcher
+from workers.connection import Connection
 from workers.faults import FaultInjector, InjectedDrop, InjectedError
 from workers.model import LoadedModel
 from workers.protocol import (
@@ -27,66 +28,10 @@ from workers.protocol import (
     ProtocolError,
     decode_tensor,
     encode_tensor,
-    pack,
 )
 
 log = logging.getLogger(__name__)
 READ_CHUNK = 256 * 1024
-
-
-@dataclass
-class _Connection:
-    """One client connection: its replies, written together at the end of each loop turn (a batch that
-    ran answers several requests in one turn, and one send() then carries them all), and the handler
-    tasks it owns."""
-
-    writer: asyncio.StreamWriter
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    tasks: set[asyncio.Task[None]] = field(default_factory=set)
-    out: list[bytes] = field(default_factory=list)  # replies to write at the end of this loop turn
-
-    def queue(self, message: dict[str, Any], max_frame: int) -> None:
-        """Queue a reply; it leaves with the others of this loop turn (whole frames, in order)."""
-        try:
-            frame = pack(message, max_frame)
-        except ProtocolError as exc:  # e.g. outputs too large for one frame
-            frame = pack({"type": "error", "id": message["id"], "message": str(exc)}, max_frame)
-        if self.writer.is_closing():
-            return
-        if not self.out:
-            asyncio.get_running_loop().call_soon(self._flush)
-        self.out.append(frame)
-
-    async def send(self, message: dict[str, Any], max_frame: int) -> None:
-        self.queue(message, max_frame)
-        await self.drain()
-
-    async def drain(self) -> None:
-        async with self.lock:  # one drain at a time
-            await self.writer.drain()
-
-    def open(self) -> bool:
-        return not self.writer.is_closing()
-
-    def _flush(self) -> None:
-        frames, self.out = self.out, []
-        if frames and not self.writer.is_closing():
-            self.writer.write(frames[0] if len(frames) == 1 else b"".join(frames))
-
-    def abort(self) -> None:
-        self.writer.transport.abort()
-
-    async def close(self) -> None:
-        current = asyncio.current_task()
-        tasks = [t for t in self.tasks if t is not current]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self.writer.close()
-        try:
-            await self.writer.wait_closed()
-        except (ConnectionError, OSError):
-            pass  # the peer vanished first; nothing left to flush
 
 
 class WorkerServer:
@@ -102,7 +47,7 @@ class WorkerServer:
         self.secret = secret  # set: every connection must pass the shared-secret handshake (workers.auth)
         self._requested_port = port
         self._server: asyncio.Server | None = None
-        self._conns: dict[asyncio.Task[Any], _Connection] = {}  # serving task -> its open connection
+        self._conns: dict[asyncio.Task[Any], Connection] = {}  # serving task -> its open connection
         self.in_flight = 0
         self.requests_served = 0
 
@@ -139,7 +84,7 @@ class WorkerServer:
 
     # -- connections ---------------------------------------------------------------------------
     async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        conn = _Connection(writer)
+        conn = Connection(writer)
         me = asyncio.current_task()
         assert me is not None  # start_server runs this callback in a task
         self._conns[me] = conn
@@ -163,7 +108,7 @@ class WorkerServer:
             await conn.close()
             self._conns.pop(me, None)
 
-    def _on_message(self, message: dict[str, Any], conn: _Connection) -> None:
+    def _on_message(self, message: dict[str, Any], conn: Connection) -> None:
         """An infer request with no fault to inject goes straight to the batcher (no task, no future);
         anything else (ping, fault, infer under a fault spec) gets a handler task."""
         if message["type"] == "infer" and not self.faults.active:
@@ -171,12 +116,12 @@ class WorkerServer:
         else:
             self._spawn_handler(message, conn)
 
-    def _spawn_handler(self, message: dict[str, Any], conn: _Connection) -> None:
+    def _spawn_handler(self, message: dict[str, Any], conn: Connection) -> None:
         task = asyncio.create_task(self._handle(message, conn))
         conn.tasks.add(task)  # strong reference until done
         task.add_done_callback(conn.tasks.discard)
 
-    async def _handle(self, message: dict[str, Any], conn: _Connection) -> None:
+    async def _handle(self, message: dict[str, Any], conn: Connection) -> None:
         try:
             reply = await self._dispatch(message)
         except InjectedDrop:
@@ -215,7 +160,7 @@ class WorkerServer:
         return {"type": "ok", "id": message["id"], "fault": self.faults.spec}
 
     # -- inference -----------------------------------------------------------------------------
-    def _infer_now(self, message: dict[str, Any], conn: _Connection) -> None:
+    def _infer_now(self, message: dict[str, Any], conn: Connection) -> None:
         rid = message["id"]
         try:
             inputs = self._validate(decode_tensor(message.get("inputs")))
@@ -226,15 +171,26 @@ class WorkerServer:
 
         def done(outputs: np.ndarray | None, exc: BaseException | None) -> None:
             self.in_flight -= 1
-            if outputs is not None:
-                self.requests_served += 1
-                conn.queue({"type": "result", "id": rid, "outputs": encode_tensor(outputs)}, self.max_frame)
-            elif isinstance(exc, ValueError):
-                conn.queue({"type": "error", "id": rid, "message": str(exc)}, self.max_frame)
-            elif not isinstance(exc, asyncio.CancelledError):  # cancelled: connection gone, or shutting down
-                conn.queue({"type": "error", "id": rid, "message": f"internal error: {type(exc).__name__}: {exc}"},
-                           self.max_frame)
+            reply = self._reply(rid, outputs, exc)
+            if reply is not None:
+                conn.queue(reply, self.max_frame)
         self.batcher.submit_nowait(inputs, done, conn.open)
+
+    def _reply(self, rid: Any, outputs: np.ndarray | None, exc: BaseException | None) -> dict[str, Any] | None:
+        """The reply to a request the batcher answered; None when nobody is left to tell (cancelled:
+        its connection closed, or the worker is shutting down)."""
+        if outputs is not None:
+            try:
+                encoded = encode_tensor(outputs)
+            except ValueError as err:  # e.g. a model output dtype the wire does not carry
+                return {"type": "error", "id": rid, "message": str(err)}
+            self.requests_served += 1
+            return {"type": "result", "id": rid, "outputs": encoded}
+        if isinstance(exc, asyncio.CancelledError):
+            return None
+        if isinstance(exc, ValueError):  # the model failed on the batch
+            return {"type": "error", "id": rid, "message": str(exc)}
+        return {"type": "error", "id": rid, "message": f"internal error: {type(exc).__name__}: {exc}"}
 
     async def _infer(self, message: dict[str, Any]) -> dict[str, Any]:
         inputs = self._validate(decode_tensor(message.get("inputs")))

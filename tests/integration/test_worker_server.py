@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from workers.model import load_model
+from workers.model import LoadedModel, load_model
 from workers.protocol import HEADER, FrameDecoder, decode_tensor, encode_tensor, pack
 from workers.server import WorkerServer
 
@@ -267,6 +267,25 @@ async def test_close_with_stalled_requests_is_clean() -> None:
     await asyncio.wait_for(srv.close(), timeout=2)
     assert await c.closed_by_server()
     await c.close()
+
+
+@pytest.mark.parametrize("fails", ["raises", "complex output"])
+async def test_a_model_that_fails_gets_an_error_reply_not_silence(fails: str) -> None:
+    def predict(x: np.ndarray) -> np.ndarray:
+        if fails == "raises":
+            raise RuntimeError("model exploded")
+        return np.zeros((len(x), 2), np.complex64)  # a dtype the wire does not carry
+    srv = WorkerServer(LoadedModel(predict, (3,), 2, {"name": "broken"}), "127.0.0.1", 0)
+    await srv.start()
+    try:
+        c = await Client.connect(srv.port)
+        for _ in range(2):  # and again: the connection and the worker carry on after a failure
+            reply = await c.infer(np.zeros((1, 3), np.float32))
+            assert reply["type"] == "error" and ("model exploded" in reply["message"] or "complex" in reply["message"])
+        assert (await c.call("ping"))["info"]["in_flight"] == 0
+        await c.close()
+    finally:
+        await srv.close()
 
 
 async def test_serves_a_checkpoint(tmp_path: Path) -> None:
