@@ -197,7 +197,7 @@ def parse_deadline(value: Any, max_ms: float) -> float | None:
 
 
 def _respond(answers: list[Answer], use_msgpack: bool) -> web.Response:
-    outputs = np.stack([a.output for a in answers])  # (N, C)
+    outputs = answers[0].output[None] if len(answers) == 1 else np.stack([a.output for a in answers])  # (N, C)
     degraded = [a.degraded for a in answers]
     default = [a.default for a in answers]
     path = [a.path for a in answers]

@@ -73,6 +73,8 @@ class WorkerPool:
             return None
         avoid_set = set(avoid)
         fresh = [w for w in healthy if w not in avoid_set] or healthy
+        if len(fresh) == 1:  # one candidate (a group's second query on 2 workers, a lone parity worker)
+            return fresh[0]
         start = next(self._rr) % len(fresh)  # rotate so equal loads spread round-robin
         rotated = fresh[start:] + fresh[:start]
         if not by_pace:
