@@ -159,8 +159,10 @@ def _parse_inputs(body: dict[str, Any], shape: tuple[int, ...], max_queries: int
     """-> (N, *shape) float32, C-contiguous; BadRequest naming the problem otherwise."""
     raw = body["inputs"]
     try:
-        with np.errstate(over="ignore", invalid="ignore"):  # huge numbers become inf, refused just below
-            arr = tensor_map(raw).astype(np.float32) if isinstance(raw, dict) else np.asarray(raw, dtype=np.float32)
+        arr = tensor_map(raw) if isinstance(raw, dict) else None
+        if arr is None or arr.dtype != np.float32:
+            with np.errstate(over="ignore", invalid="ignore"):  # huge numbers become inf, refused just below
+                arr = np.asarray(raw if arr is None else arr, dtype=np.float32)
     except (ValueError, TypeError, OverflowError) as exc:
         raise BadRequest(f'"inputs" is not a rectangular array of numbers: {brief(exc)}') from None
     return validate_queries(arr, shape, max_queries)
