@@ -76,7 +76,7 @@ def pack(message: dict[str, Any], max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
     return HEADER.pack(len(payload)) + payload
 
 
-def _unpack_payload(payload: bytes) -> dict[str, Any]:
+def _unpack_payload(payload: bytes | memoryview) -> dict[str, Any]:
     try:
         msg = msgpack.unpackb(payload, raw=False, strict_map_key=True, max_bin_len=len(payload),
                               max_str_len=len(payload), max_array_len=len(payload), max_map_len=len(payload))
@@ -97,18 +97,22 @@ class FrameDecoder:
         self._buf = bytearray()
 
     def feed(self, data: bytes) -> list[dict[str, Any]]:
-        self._buf += data
+        buf = self._buf
+        buf += data
         out: list[dict[str, Any]] = []
-        while len(self._buf) >= HEADER.size:
-            (length,) = HEADER.unpack_from(self._buf)
-            if length > self.max_frame:
-                raise ProtocolError(f"frame of {length} bytes exceeds the limit of {self.max_frame}")
-            end = HEADER.size + length
-            if len(self._buf) < end:
-                break
-            payload = bytes(self._buf[HEADER.size:end])
-            del self._buf[:end]
-            out.append(_unpack_payload(payload))
+        start, size = 0, len(buf)
+        with memoryview(buf) as view:  # frames are decoded in place, and the buffer trimmed once
+            while size - start >= HEADER.size:
+                (length,) = HEADER.unpack_from(buf, start)
+                if length > self.max_frame:
+                    raise ProtocolError(f"frame of {length} bytes exceeds the limit of {self.max_frame}")
+                end = start + HEADER.size + length
+                if size < end:
+                    break
+                out.append(_unpack_payload(view[start + HEADER.size:end]))  # copies what it keeps
+                start = end
+        if start:
+            del buf[:start]
         return out
 
     @property
