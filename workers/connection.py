@@ -18,6 +18,7 @@ class Connection:
     writer: asyncio.StreamWriter
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    control: set[asyncio.Task[None]] = field(default_factory=set)  # of those, ping and fault handlers
     out: list[bytes] = field(default_factory=list)  # replies to write at the end of this loop turn
 
     def queue(self, message: dict[str, Any], max_frame: int) -> None:

@@ -110,8 +110,10 @@ class WorkerServer:
 
     def _on_message(self, message: dict[str, Any], conn: Connection) -> None:
         """An infer request with no fault to inject goes straight to the batcher (no task, no future);
-        anything else (ping, fault, infer under a fault spec) gets a handler task."""
-        if message["type"] == "infer" and not self.faults.active:
+        anything else (ping, fault, infer under a fault spec) gets a handler task, and so does an infer
+        request behind a ping or fault message still pending on its connection: handlers run in order,
+        so a fault set by an earlier message of the connection applies to it."""
+        if message["type"] == "infer" and not self.faults.active and not conn.control:
             self._infer_now(message, conn)
         else:
             self._spawn_handler(message, conn)
@@ -120,6 +122,9 @@ class WorkerServer:
         task = asyncio.create_task(self._handle(message, conn))
         conn.tasks.add(task)  # strong reference until done
         task.add_done_callback(conn.tasks.discard)
+        if message["type"] != "infer":
+            conn.control.add(task)
+            task.add_done_callback(conn.control.discard)
 
     async def _handle(self, message: dict[str, Any], conn: Connection) -> None:
         try:

@@ -226,6 +226,15 @@ async def test_garbage_closes_only_that_connection(server: WorkerServer, garbage
     await good.close()
 
 
+async def test_a_fault_applies_to_the_requests_sent_after_it_on_the_connection(client: Client) -> None:
+    fault = client.send("fault", spec="error:p=1")
+    infer = client.send("infer", inputs=encode_tensor(_inputs(1)))  # same write: no reply awaited between
+    assert (await client.reply(fault))["type"] == "ok"
+    assert (await client.reply(infer))["type"] == "error"
+    assert (await client.call("fault", spec="none"))["type"] == "ok"
+    assert (await client.infer(_inputs(1)))["type"] == "result"
+
+
 async def test_stall_then_none_releases(client: Client, server: WorkerServer) -> None:
     assert (await client.call("fault", spec="stall"))["fault"] == "stall"
     rid = client.send("infer", inputs=encode_tensor(_inputs(1)))
