@@ -64,8 +64,13 @@ class SlowJudge:
 
     def is_slow(self, worker_pace: float, paces: Callable[[], list[float]], now: float) -> bool:
         """``worker_pace``: one worker's pace now; ``paces``: every candidate's, asked when the cache is old."""
+        limit = self.limit(paces, now)
+        return limit > 0.0 and worker_pace > limit
+
+    def limit(self, paces: Callable[[], list[float]], now: float) -> float:
+        """The pace above which a worker is slow now; 0.0 while no worker has an estimate (none is)."""
         if now - self._at >= self.every_s:
             values = paces()
             self._typical = sorted(values)[(len(values) - 1) // 2] if values else 0.0
             self._at = now
-        return self._typical > 0.0 and worker_pace > SLOW * self._typical
+        return SLOW * self._typical

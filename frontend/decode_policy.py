@@ -164,16 +164,30 @@ class DecodePolicy:
     def _due_by_rule(self, m: MissingSlot, latencies: WorkerLatencies) -> tuple[float, float]:
         """(overdue by its queue, overdue by its worker's silence) for slot ``m``."""
         assert m.sent_at is not None
-        if m.slow:  # no queue credit and no slack: what it holds is served slowly, so its output will be late
-            queued = m.sent_at + self.overdue_s(latencies, None) / self.slack
-        elif m.finish_at is not None:
-            queued = m.sent_at + self.slack * max(m.finish_at - m.sent_at, 0.0)
-        else:
-            queued = m.sent_at + self.overdue_after(latencies, m.worker, m.ahead)
-        raw = latencies.percentile(m.worker, self.quantile, "raw")
-        round_trip = self.fallback_s if raw is None else max(self.min_wait_s, self.slack * raw)
+        queued = self._queued_due(latencies, m.worker, m.sent_at, m.ahead, m.finish_at, m.slow)
         silent_since = max(m.sent_at, m.last_answer if m.last_answer is not None else m.sent_at)
-        return queued, silent_since + self.silence_round_trips * round_trip
+        return queued, silent_since + self.silence_round_trips * self._round_trip(latencies, m.worker)
+
+    def due_when_sent(self, latencies: WorkerLatencies, worker: Hashable, sent_at: float, finish_at: float,
+                      slow: bool) -> float:
+        """``due()`` of a request sent just now, its worker silent since (so silence counts from its
+        sending): the same rules without building a MissingSlot, as every data request asks it once."""
+        return min(self._queued_due(latencies, worker, sent_at, 0, finish_at, slow),
+                   sent_at + self.silence_round_trips * self._round_trip(latencies, worker))
+
+    def _queued_due(self, latencies: WorkerLatencies, worker: Hashable | None, sent_at: float, ahead: int,
+                    finish_at: float | None, slow: bool) -> float:
+        """When a request is overdue by its queue: ``slack`` x the wait until its predicted finish."""
+        if slow:  # no queue credit and no slack: what it holds is served slowly, so its output will be late
+            return sent_at + self.overdue_s(latencies, None) / self.slack
+        if finish_at is not None:
+            return sent_at + self.slack * max(finish_at - sent_at, 0.0)
+        return sent_at + self.overdue_after(latencies, worker, ahead)
+
+    def _round_trip(self, latencies: WorkerLatencies, worker: Hashable | None) -> float:
+        """A late whole round trip on ``worker``: ``slack`` x its raw percentile (``fallback_s`` before data)."""
+        raw = latencies.percentile(worker, self.quantile, "raw")
+        return self.fallback_s if raw is None else max(self.min_wait_s, self.slack * raw)
 
     def decode_at(self, now: float, missing: Iterable[MissingSlot], latencies: WorkerLatencies) -> float:
         """When to decode a group that could decode now; a time <= ``now`` means at once."""

@@ -62,7 +62,7 @@ class GroupRun:
         # slot -> (sent at, worker or None, requests the worker held then, when it should finish): when
         # is its output overdue (the decode policy's rule)
         self.requests: dict[int, tuple[float, Worker | None, int, float | None]] = {}
-        self._decode_timer: asyncio.TimerHandle | None = None
+        self._decode_timer: Entry | None = None  # in the service's timer wheel, as the other per-query times
         self._waited = False                  # a decode was deferred by the policy
         self._decode_rule = "eager"           # the policy's rule behind the pending or last decode
         self.won_by: dict[int, str] = {}      # slot -> "copy" / "hedge": a second request answered first
@@ -153,7 +153,6 @@ class GroupRun:
         run on a millisecond clock, up to ~0.5 ms early): within the loop's timer slack is due."""
         if self.group is None or self.finished or not self.group.can_decode():
             return
-        loop = asyncio.get_running_loop()
         now, slack = clock.now(), clock.timer_slack()
         missing = self._missing()
         at, self._decode_rule = self.policy.decision(now, missing, self.latencies)
@@ -166,7 +165,7 @@ class GroupRun:
                 return
             self._decode_timer.cancel()
         self._waited = True
-        self._decode_timer = loop.call_at(at, self._on_decode_timer)
+        self._decode_timer = self.timers.call_at(at, self._on_decode_timer)
         if self.trace is not None:
             self.trace.add("wait", -1, self._decode_rule, at)
 

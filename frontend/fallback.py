@@ -48,9 +48,12 @@ class CopyBudget:
 
 
 def arm(run: GroupRun, slot: int) -> Entry:
-    """Once slot's first request is out (its worker and send time known): an entry in the service's timer
+    """Just after slot's request went out (frontend.sending.note_send): an entry in the service's timer
     wheel for when it is overdue (frontend.timers): most outputs come in time and it is simply cancelled."""
-    return run.timers.call_later(_overdue_in(run, slot), _on_overdue, run, slot)
+    sent_at, worker, _, finish = run.requests[slot]
+    assert worker is not None and finish is not None
+    due = run.policy.due_when_sent(run.latencies, worker, sent_at, finish, run.pool.is_slow(worker))
+    return run.timers.call_at(due, _on_overdue, run, slot)
 
 
 def _on_overdue(run: GroupRun, slot: int) -> None:
@@ -80,14 +83,6 @@ async def _copy_and_deliver(run: GroupRun, slot: int, worker: Worker) -> None:
         run.stats.fallback_hedge_wins += 1
         run.won_by[slot] = "copy"
         run.on_output(slot, out)
-
-
-def _overdue_in(run: GroupRun, slot: int) -> float:
-    """Seconds until slot's current request is overdue for its worker (the decode policy's rule)."""
-    m = run.missing_slot(slot)
-    if m.sent_at is None or m.worker is None:
-        return run.policy.overdue_after(run.latencies, None)
-    return max(0.0, run.policy.due(m, run.latencies) - clock.now())
 
 
 async def _copy(run: GroupRun, slot: int, worker: Worker) -> np.ndarray | None:

@@ -36,6 +36,7 @@ class Group:
         self.outputs: dict[int, np.ndarray] = {}   # slot -> (C,) output from a worker
         self.answered: set[int] = set()             # data slots whose query has its answer
         self.failed_parity: set[int] = set()       # parity slots that will never have an output
+        self.parities_in = 0                        # parity outputs received (most groups ask before any)
 
     @property
     def done(self) -> bool:
@@ -56,6 +57,8 @@ class Group:
         if slot < self.n:
             self.answered.add(slot)
             out.append(Delivery(slot, output, degraded=False))
+        else:
+            self.parities_in += 1
         return out + self.decode_now() if decode else out
 
     def parity_failed(self, slot: int) -> None:
@@ -65,11 +68,10 @@ class Group:
 
     def can_decode(self) -> bool:
         """Some data slot is unanswered and enough outputs are in to try rebuilding it."""
-        if self.code is None or self.done:
+        if self.code is None or not self.parities_in:  # every code needs a parity output to rebuild anything
             return False
         missing = self.n - len(self.answered)
-        parities = sum(1 for s in range(self.n, self.n + self.r) if s in self.outputs)
-        return self.code.can_decode(missing, parities)
+        return missing > 0 and self.code.can_decode(missing, self.parities_in)
 
     def decode_now(self) -> list[Delivery]:
         """Rebuild the unanswered data slots if the code can; their answers, flagged degraded."""

@@ -86,8 +86,10 @@ class WorkerPool:
     def is_slow(self, worker: Worker) -> bool:
         """``worker`` (a data worker) is SLOW x slower than the typical healthy data worker now."""
         now = clock.now()
-        return self._slow.is_slow(worker.pace.value(now), lambda: [w.pace.value(now) for w in self.data if w.healthy],
-                                  now)
+        limit = self._slow.limit(lambda: [w.pace.value(now) for w in self.data if w.healthy], now)
+        pace = worker.pace
+        # an estimate only decays between replies: one at or under the limit is not over it now (no exp())
+        return 0.0 < limit < pace.estimate and pace.value(now) > limit
 
     def parity_for(self, index: int) -> list[Worker]:
         """The parity workers that may serve parity ``index`` (slot k + index): a learned parity

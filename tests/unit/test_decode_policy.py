@@ -130,3 +130,15 @@ def test_memoised_percentiles_equal_a_fresh_computation_at_every_step() -> None:
             for q in (50.0, 95.0):
                 for kind in WorkerLatencies.KINDS:
                     assert lat.percentile(w, q, kind) == lat._percentile(w, q, kind), (step, w, q, kind)
+
+
+@pytest.mark.parametrize("slow", [False, True])
+@pytest.mark.parametrize("ahead", [0, 3, 400])
+@pytest.mark.parametrize("lat", [latencies(), latencies(a=0.010, b=0.002), latencies(a=0.0004)])
+def test_the_fallback_timers_shortcut_equals_the_full_rule_for_a_request_sent_just_now(
+        slow: bool, ahead: int, lat: WorkerLatencies) -> None:
+    """fallback.arm asks due_when_sent per data request instead of building a MissingSlot: the same time,
+    whatever the queue (a deep one is cut short by the silence rule), speed, or data so far."""
+    finish = ADAPTIVE.predict_finish(lat, "a", NOW, ahead)
+    full = MissingSlot(NOW, "a", False, FAR, ahead=ahead, last_answer=NOW - 1.0, finish_at=finish, slow=slow)
+    assert ADAPTIVE.due_when_sent(lat, "a", NOW, finish, slow) == pytest.approx(ADAPTIVE.due(full, lat))

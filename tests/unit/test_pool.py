@@ -145,3 +145,24 @@ def test_a_declared_model_is_the_reference_whatever_the_workers_serve() -> None:
     assert "model A differs" in (pool.data[0].refused or "") and "base_id='A'" in (pool.parity[0].refused or "")
     serve(pool, pool.data[0], base("B"))
     assert refused(pool) == [False, False, True, True, False]
+
+
+def test_is_slow_agrees_with_the_decayed_pace_rule_without_computing_every_decay() -> None:
+    """pool.is_slow skips the exponential decay for an estimate already under the limit; its verdicts
+    match SLOW x the typical pace, with each worker's pace taken at the moment asked."""
+    from frontend import clock
+    from frontend.balance import SLOW
+
+    pool = pool_with([parity_info({})], r=1)
+    data = pool.data
+    with clock.simulated(lambda: 10.0):
+        for w, seconds in zip(data, [0.010, 0.010, 0.011, 0.200]):
+            w.pace.observe(seconds, 10.0)
+        assert [pool.is_slow(w) for w in data] == [False, False, False, True]
+    # 3 s later the others answer in 10 ms again, while the slow worker, unused, decayed by e^3 (to ~10 ms):
+    # its stored estimate (200 ms) is still over the limit, its pace now is not
+    with clock.simulated(lambda: 13.0):
+        for w in data[:3]:
+            w.pace.observe(0.010, 13.0)
+        assert data[3].pace.estimate > SLOW * 0.010 > data[3].pace.value(13.0)
+        assert [pool.is_slow(w) for w in data] == [False, False, False, False]
