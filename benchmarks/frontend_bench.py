@@ -2,6 +2,7 @@
 builtin:linear workers, load from benchmarks/loadgen.py in its own process, and a direct worker-call baseline.
 
     .venv/bin/python benchmarks/frontend_bench.py [--quick]   -> benchmarks/results/frontend.json
+    .venv/bin/python benchmarks/frontend_bench.py --protocol-floor   (adds the floor of a leaner HTTP layer; httptools)
     .venv/bin/python benchmarks/frontend_bench.py --isolate --out benchmarks/results/frontend_isolated.json
                        (frontends on CPU 0 alone, workers and load generator on the others)
     .venv/bin/python benchmarks/frontend_bench.py --scale 2   -> benchmarks/results/frontend_scale.json
@@ -155,7 +156,7 @@ def med(runs: list[dict[str, Any]], key: str) -> float:
 def verdicts(sat: dict[str, list[dict[str, Any]]], mod: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     ratio = med(sat["coded"], "achieved_rate") / med(sat["none"], "achieved_rate")
     out: dict[str, Any] = {"throughput_ratio_coded_over_none": ratio, "throughput_ratio_met": ratio >= TARGETS["throughput_ratio"]}
-    for mode in ("floor", "none", "coded"):
+    for mode in [m for m in ("floor", "pfloor", "none", "coded") if m in sat]:
         cpu = statistics.median(r["cpu_us_per_answer"]["frontend"] for r in sat[mode])
         out[f"frontend_cpu_us_{mode}"] = cpu
         for q in ("p50", "p99"):
@@ -177,7 +178,9 @@ def format_tables(sat: dict[str, list[dict[str, Any]]], mod: dict[str, list[dict
     lines += [f"  throughput coded/none = {v['throughput_ratio_coded_over_none']:.3f} (target >= 0.90: "
               f"{'MET' if v['throughput_ratio_met'] else 'MISSED'})",
               f"  frontend cpu per coded answer {v['frontend_cpu_us_coded']:.0f} us (target <= 100: "
-              f"{'MET' if v['coded_cpu_met'] else 'MISSED'}); the bare HTTP stack (floor) {v['frontend_cpu_us_floor']:.0f} us",
+              f"{'MET' if v['coded_cpu_met'] else 'MISSED'}); the bare HTTP stack (floor) {v['frontend_cpu_us_floor']:.0f} us"
+              + (f", without aiohttp's request layer (pfloor) {v['frontend_cpu_us_pfloor']:.0f} us"
+                 if "frontend_cpu_us_pfloor" in v else ""),
               "",
               f"Moderate load (Poisson {rate:.0f} req/s, same for all; median over rounds)",
               f"  {'target':<8} {'p50 ms':>8} {'p99 ms':>8} {'added p50':>10} {'added p99':>10}"]
@@ -217,12 +220,15 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     frontends: list[Frontend] = []
     try:
         frontends.append(await start_floor(log_dir, getattr(args, "frontend_cpus", None)))  # one at a time: a failed start still stops the others
+        if args.protocol_floor:
+            frontends.append(await start_floor(log_dir, getattr(args, "frontend_cpus", None), "protocol_floor.py", "pfloor"))
         for mode in ("none", "coded"):
             frontends.append(await start_frontend(cluster, mode, args, log_dir))
         worker_pids = {f"{w.spec.role}{i}": w.proc.pid for i, w in enumerate(cluster.workers)}
         targets = {"direct": ["--worker", addrs(cluster, "data")], **{fe.mode: ["--url", fe.url] for fe in frontends}}
         pids = {"direct": worker_pids, **{fe.mode: {"frontend": fe.proc.pid, **worker_pids} for fe in frontends}}
-        pids["floor"] = {"frontend": frontends[0].proc.pid}  # it calls no worker
+        for fe in frontends[:2 if args.protocol_floor else 1]:  # the floors call no worker
+            pids[fe.mode] = {"frontend": fe.proc.pid}
         print(f"workers: data {addrs(cluster, 'data')}, parity {addrs(cluster, 'parity')}; logs in {log_dir}", flush=True)
         sat = await saturation(targets, pids, args, args.rounds, args.format)
         other_fmt = "json" if args.format == "msgpack" else "msgpack"
@@ -267,6 +273,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--moderate-rate", type=float, default=None,
                    help="moderate load in req/s (default: --moderate-fraction of capacity); fixed, to compare commits")
     p.add_argument("--format", choices=["msgpack", "json"], default="msgpack")
+    p.add_argument("--protocol-floor", action="store_true",
+                   help="also measure benchmarks/protocol_floor.py (needs httptools): the floor without aiohttp's request layer")
     p.add_argument("--frontend-log-level", default="WARNING", help="INFO logs every request (aiohttp access log)")
     p.add_argument("--no-profile", action="store_true")
     p.add_argument("--trace", action="store_true",

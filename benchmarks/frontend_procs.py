@@ -69,13 +69,15 @@ async def start_frontend(cluster: LocalCluster, mode: str, args: argparse.Namesp
     return fe
 
 
-async def start_floor(log_dir: Path, cpus: set[int] | None = None) -> Frontend:
-    """benchmarks/aiohttp_floor.py: the HTTP stack doing nothing but parse and answer (the floor)."""
+async def start_floor(log_dir: Path, cpus: set[int] | None = None, script: str = "aiohttp_floor.py",
+                      mode: str = "floor") -> Frontend:
+    """benchmarks/aiohttp_floor.py: the HTTP stack doing nothing but parse and answer (the floor); or
+    benchmarks/protocol_floor.py, the same work without aiohttp's request layer (mode "pfloor")."""
     port = free_port()
-    cmd = [PY, str(ROOT / "benchmarks" / "aiohttp_floor.py"), "--port", str(port)]
-    log = open(log_dir / f"floor-{port}.log", "wb")  # noqa: SIM115 (lives as long as the process)
+    cmd = [PY, str(ROOT / "benchmarks" / script), "--port", str(port)]
+    log = open(log_dir / f"{mode}-{port}.log", "wb")  # noqa: SIM115 (lives as long as the process)
     proc = await asyncio.create_subprocess_exec(*cmd, cwd=ROOT, stdout=log, stderr=log, preexec_fn=_pinned_to(cpus))
-    fe = Frontend("floor", port, proc, cmd)
+    fe = Frontend(mode, port, proc, cmd)
     await wait_ready(fe)
     return fe
 
