@@ -38,9 +38,10 @@ def _response(status: bytes, content_type: bytes, body: bytes) -> bytes:
 
 def answer(url: bytes, content_type: bytes, body: bytes) -> bytes:
     """One request's full response: the same parse and answer as aiohttp_floor.predict."""
-    if url == b"/ready":
+    path = url.partition(b"?")[0]
+    if path == b"/ready":
         return _response(b"200 OK", b"application/json", READY)
-    if url != b"/predict":
+    if path != b"/predict":
         return _response(b"404 Not Found", b"text/plain", b"not found")
     if content_type.startswith(b"application/json"):  # frontend_bench --format json
         np.asarray(orjson.loads(body)["inputs"], dtype=np.float32)  # (1, 1, 28, 28)
@@ -57,17 +58,20 @@ class FloorProtocol(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self.url, self.content_type, self.body = b"", b"", bytearray()
-        self.header_name = b""
+        self.closing = False  # Connection: close answered, or a parse error: later requests are not served
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError:
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade):  # an upgrade is not served either
             assert self.transport is not None
             self.transport.write(_response(b"400 Bad Request", b"text/plain", b"bad request"))
+            self.closing = True
             self.transport.close()
 
     # httptools callbacks
@@ -86,8 +90,11 @@ class FloorProtocol(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         assert self.transport is not None
+        if self.closing:  # a request pipelined behind one that closed the connection
+            return
         self.transport.write(answer(self.url, self.content_type, bytes(self.body)))
         if not self.parser.should_keep_alive():
+            self.closing = True
             self.transport.close()
 
 

@@ -62,7 +62,9 @@ class GroupRun:
         # slot -> (sent at, worker or None, requests the worker held then, when it should finish): when
         # is its output overdue (the decode policy's rule)
         self.requests: dict[int, tuple[float, Worker | None, int, float | None]] = {}
-        self._decode_timer: Entry | None = None  # in the service's timer wheel, as the other per-query times
+        # a loop timer, not the service's timer wheel: the wheel runs whatever is due within the loop's timer
+        # slack of its earliest entry, which would decode up to that slack (1 ms on uvloop) before due
+        self._decode_timer: asyncio.TimerHandle | None = None
         self._waited = False                  # a decode was deferred by the policy
         self._decode_rule = "eager"           # the policy's rule behind the pending or last decode
         self.won_by: dict[int, str] = {}      # slot -> "copy" / "hedge": a second request answered first
@@ -165,7 +167,7 @@ class GroupRun:
                 return
             self._decode_timer.cancel()
         self._waited = True
-        self._decode_timer = self.timers.call_at(at, self._on_decode_timer)
+        self._decode_timer = asyncio.get_running_loop().call_at(at, self._on_decode_timer)
         if self.trace is not None:
             self.trace.add("wait", -1, self._decode_rule, at)
 
