@@ -2,7 +2,8 @@
 msgpack or JSON body, decode its tensor, answer a (1, 10) tensor in kind) on a bare asyncio.Protocol with
 httptools' parser (llhttp, as uvicorn uses) on uvloop: no request objects, routing or middleware. What
 `parm serve` could save per answer by leaving aiohttp's server; a measurement, not a server to deploy
-(it answers nothing but these two routes, with no limits). Needs httptools (`pip install -e '.[bench]'`).
+(it answers nothing but these two routes, with no limits): `parm serve --predict-port` is the
+serving version (frontend.predict_listener).
 
     .venv/bin/python benchmarks/protocol_floor.py --port 8091
 """
@@ -16,16 +17,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import httptools
 import msgpack
 import numpy as np
 import orjson
 
 from workers.protocol import decode_tensor, encode_tensor
-
-try:
-    import httptools
-except ImportError:  # a clear message instead of a traceback: it is an optional benchmark dependency
-    raise SystemExit("benchmarks/protocol_floor.py needs httptools: .venv/bin/pip install -e '.[bench]'") from None
 
 ANSWER = np.zeros((1, 10), np.float32)  # what a 10-class model would return for one query
 READY = orjson.dumps({"ready": True, "coded": True})

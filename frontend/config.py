@@ -64,6 +64,7 @@ class FrontendConfig:
     model_name: str = "parm"        # the model's name on the V2 API (/v2/models/{name})
     host: str = "127.0.0.1"
     port: int = 8080
+    predict_port: int | None = None  # also POST /predict alone on this port, lean (frontend.predict_listener)
     deadline_ms: float = 1000.0
     max_deadline_ms: float = 60_000.0
     group_timeout_ms: float = 20.0
@@ -94,6 +95,8 @@ class FrontendConfig:
             raise ConfigError(f"mode must be one of {MODES}, got {self.mode!r}")
         if not self.data:
             raise ConfigError("at least one data worker is required (--data HOST:PORT,...)")
+        if self.predict_port is not None and not 0 <= self.predict_port < 65536:
+            raise ConfigError(f"predict port must be in 0..65535, got {self.predict_port}")
         if self.k < 1:
             raise ConfigError(f"k must be >= 1, got {self.k}")
         if self.r < 1:

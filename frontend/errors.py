@@ -39,6 +39,21 @@ class ModelNotFound(ServingError):
     code, status = "model_not_found", 404
 
 
+class RouteNotFound(ServingError):
+    """No such path (the lean predict listener; aiohttp answers its own 404s on the main port)."""
+
+    code, status = "not_found", 404
+
+
+class MethodNotAllowed(ServingError):
+    """The path exists for other methods: ``allow`` lists them (sent as the Allow header too)."""
+
+    code, status = "method_not_allowed", 405
+
+    def __init__(self, message: str, allow: str) -> None:
+        super().__init__(message, allow=allow)
+
+
 class RetryLater(ServingError):
     """A 503 the client should retry after ``retry_after`` seconds (sent as Retry-After)."""
 

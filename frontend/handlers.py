@@ -42,12 +42,18 @@ MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack", "application/vn
 
 
 async def predict(request: web.Request) -> web.Response:
-    service = request.app[SERVICE]
     raw, use_msgpack = await _read_body(request)
+    body, content_type = await predict_body(request.app[SERVICE], raw, use_msgpack, request.query.get("deadline_ms"))
+    return web.Response(body=body, content_type=content_type)
+
+
+async def predict_body(service: Service, raw: bytes, use_msgpack: bool, query_deadline: str | None) -> tuple[bytes, str]:
+    """A /predict body -> (the answer's body, its content type): the route's work past the HTTP layer,
+    shared with the lean listener (frontend.predict_listener). ServingError for anything refused."""
     shape = service.input_shape()
     if shape is None:
         raise NotReady("no healthy data worker yet: the model's input shape is unknown")
-    cfg, query_deadline = service.cfg, request.query.get("deadline_ms")
+    cfg = service.cfg
     inputs, deadline = await parse_off_loop(len(raw), lambda: _parse_request(
         raw, use_msgpack, shape, cfg.max_queries_per_request, query_deadline, cfg.max_deadline_ms))
     answers = await service.submit(inputs, deadline)
@@ -106,10 +112,15 @@ async def auth_middleware(request: web.Request, handler: Any) -> web.StreamRespo
     """With a token configured, every route but the probes needs ``Authorization: Bearer TOKEN``."""
     token = request.app[SERVICE].cfg.auth_token
     if token is not None and request.path not in OPEN_PATHS:
-        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
-            raise Unauthorized("missing or wrong bearer token (Authorization: Bearer TOKEN)")
+        check_bearer(request.headers.get("Authorization", ""), token)
     return await handler(request)
+
+
+def check_bearer(authorization: str, token: str) -> None:
+    """Unauthorized unless the Authorization header is ``Bearer TOKEN`` (compared in constant time)."""
+    scheme, _, given = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+        raise Unauthorized("missing or wrong bearer token (Authorization: Bearer TOKEN)")
 
 
 @web.middleware
@@ -118,11 +129,8 @@ async def errors_middleware(request: web.Request, handler: Any) -> web.StreamRes
     try:
         return await handler(request)
     except ServingError as exc:
-        request.app[SERVICE].metrics.http_errors.labels(exc.code).inc()
-        headers = {"Retry-After": str(math.ceil(exc.details["retry_after"]))} if "retry_after" in exc.details else None
-        if isinstance(exc, Unauthorized):
-            headers = {"WWW-Authenticate": 'Bearer realm="parm"'}
-        return web.json_response(error_body(exc), status=exc.status, headers=headers)
+        status, body, headers = error_response(request.app[SERVICE], exc)
+        return web.json_response(body, status=status, headers=headers)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -132,16 +140,38 @@ async def errors_middleware(request: web.Request, handler: Any) -> web.StreamRes
                                  headers={k: v for k, v in exc.headers.items() if k == "Allow"})
 
 
+def error_response(service: Service, exc: ServingError) -> tuple[int, dict[str, Any], dict[str, str] | None]:
+    """(status, JSON body, extra headers) for a refused request, counted in the metrics; both HTTP layers
+    answer errors through this."""
+    service.metrics.http_errors.labels(exc.code).inc()
+    headers = {"Retry-After": str(math.ceil(exc.details["retry_after"]))} if "retry_after" in exc.details else None
+    if isinstance(exc, Unauthorized):
+        headers = {"WWW-Authenticate": 'Bearer realm="parm"'}
+    if "allow" in exc.details:
+        headers = {"Allow": str(exc.details["allow"])}
+    return exc.status, error_body(exc), headers
+
+
 async def _read_body(request: web.Request) -> tuple[bytes, bool]:
     """-> (the raw body, whether it is msgpack); 415 or 413 otherwise."""
-    ctype = request.content_type
-    if ctype not in JSON_TYPES + MSGPACK_TYPES:
-        raise UnsupportedMediaType(f"content type {ctype!r} not supported; use application/json or application/msgpack")
+    use_msgpack = body_is_msgpack(request.content_type)
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge as exc:
-        raise PayloadTooLarge(f"request body over the limit of {request.app[SERVICE].cfg.max_body_bytes} bytes") from exc
-    return raw, ctype in MSGPACK_TYPES
+        raise too_large(request.app[SERVICE].cfg.max_body_bytes) from exc
+    return raw, use_msgpack
+
+
+def body_is_msgpack(content_type: str) -> bool:
+    """Whether a body of this media type (no parameters, lower case) is msgpack; 415 unless JSON or msgpack."""
+    if content_type not in JSON_TYPES + MSGPACK_TYPES:
+        raise UnsupportedMediaType(f"content type {content_type!r} not supported; use application/json or "
+                                   "application/msgpack")
+    return content_type in MSGPACK_TYPES
+
+
+def too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"request body over the limit of {limit} bytes")
 
 
 def _parse_request(raw: bytes, use_msgpack: bool, shape: tuple[int, ...], max_queries: int,
@@ -198,7 +228,7 @@ def parse_deadline(value: Any, max_ms: float) -> float | None:
     return ms
 
 
-def _respond(answers: list[Answer], use_msgpack: bool) -> web.Response:
+def _respond(answers: list[Answer], use_msgpack: bool) -> tuple[bytes, str]:
     outputs = answers[0].output[None] if len(answers) == 1 else np.stack([a.output for a in answers])  # (N, C)
     degraded = [a.degraded for a in answers]
     default = [a.default for a in answers]
@@ -206,6 +236,6 @@ def _respond(answers: list[Answer], use_msgpack: bool) -> web.Response:
     if use_msgpack:
         body = msgpack.packb({"outputs": encode_tensor(outputs), "degraded": degraded, "default": default,
                               "path": path})
-        return web.Response(body=body, content_type="application/msgpack")
+        return body, "application/msgpack"
     body = orjson.dumps({"outputs": outputs.tolist(), "degraded": degraded, "default": default, "path": path})
-    return web.Response(body=body, content_type="application/json")  # orjson: ~10x the stdlib's json.dumps
+    return body, "application/json"  # orjson: ~10x the stdlib's json.dumps

@@ -47,14 +47,16 @@ def reserve_port(host: str, port: int) -> socket.socket:
 class Supervisor:
     """The N serving processes: each is this same ``parm serve`` command line, told its index."""
 
-    def __init__(self, argv: list[str], count: int, port: int, run_dir: Path) -> None:
+    def __init__(self, argv: list[str], count: int, port: int, run_dir: Path, predict_port: int | None = None) -> None:
         self.argv, self.count, self.port, self.run_dir = argv, count, port, run_dir
+        self.predict_port = predict_port  # the lean listener's port, shared the same way
         self.procs: list[subprocess.Popen[bytes]] = []
         self.started: list[float] = []
         self.quick_deaths = 0
 
     def command(self, index: int) -> list[str]:
-        return [sys.executable, "-m", "parm", *self.argv, "--port", str(self.port),
+        lean = ["--predict-port", str(self.predict_port)] if self.predict_port is not None else []
+        return [sys.executable, "-m", "parm", *self.argv, "--port", str(self.port), *lean,
                 "--process-index", str(index), "--peers-dir", str(self.run_dir), "--supervisor-pid", str(os.getpid())]
 
     def start(self, index: int) -> subprocess.Popen[bytes]:
@@ -112,6 +114,7 @@ class Supervisor:
 def supervise(args: argparse.Namespace, banner: str) -> int:
     """Run ``args.processes`` serving processes until SIGINT/SIGTERM; ``banner`` has {port} to fill."""
     held = reserve_port(args.host, args.port)
+    held_lean = reserve_port(args.host, args.predict_port) if args.predict_port is not None else None
     stopping = [False]
 
     def on_signal(signum: int, frame: object) -> None:
@@ -120,12 +123,16 @@ def supervise(args: argparse.Namespace, banner: str) -> int:
     previous = {sig: signal.signal(sig, on_signal) for sig in STOP_SIGNALS}
     try:
         with tempfile.TemporaryDirectory(prefix="parm-serve-") as run_dir:
-            sup = Supervisor(args.argv, args.processes, int(held.getsockname()[1]), Path(run_dir))
+            lean_port = int(held_lean.getsockname()[1]) if held_lean is not None else None
+            sup = Supervisor(args.argv, args.processes, int(held.getsockname()[1]), Path(run_dir), lean_port)
             try:
                 for i in range(args.processes):
                     sup.start(i)
                 sup.wait_listening(stopping)
                 print(banner.format(port=sup.port), flush=True)
+                if lean_port is not None:
+                    print(f"POST /predict also on http://{args.host}:{lean_port}/predict (lean listener, "
+                          f"{args.processes} processes)", flush=True)
                 while not stopping[0]:
                     sup.replace_dead()
                     time.sleep(POLL_S)
@@ -136,4 +143,6 @@ def supervise(args: argparse.Namespace, banner: str) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         held.close()
+        if held_lean is not None:
+            held_lean.close()
     return 0

@@ -117,6 +117,41 @@ async def test_two_processes_share_the_port_and_answer_for_each_other() -> None:
         await cluster.stop()
 
 
+async def test_the_lean_predict_port_is_shared_by_the_processes_too() -> None:
+    """--predict-port with --processes 2: one port for the lean listener too, and both processes answer on it."""
+    cluster = LocalCluster(cluster_specs(2, 1, "coded", "builtin:linear", "builtin:linear:parity_k=2"))
+    await cluster.start()
+    data = ",".join(f"{h}:{p}" for h, p in cluster.addresses("data"))
+    parity = ",".join(f"{h}:{p}" for h, p in cluster.addresses("parity"))
+    proc = subprocess.Popen([sys.executable, "-m", "parm", "serve", "--data", data, "--parity", parity, "--code", "sum",
+                             "--k", "2", "--port", "0", "--predict-port", "0", "--processes", "2",
+                             "--health-interval-s", "0.2"], stdout=subprocess.PIPE, text=True)
+    try:
+        url = f"http://127.0.0.1:{await _banner_port(proc)}"
+        line = await asyncio.to_thread(proc.stdout.readline)
+        match = re.search(r"POST /predict also on (http://127\.0\.0\.1:\d+)/predict", line)
+        assert match, line
+        lean = match.group(1)
+        async with aiohttp.ClientSession() as session:
+            await _wait_ready(session, url)
+            x = np.random.default_rng(6).random((40, 1, 28, 28), dtype=np.float32)
+            out = await _predict_each_on_a_new_connection(lean, x)
+            np.testing.assert_allclose(out, LINEAR.predict(x), rtol=1e-4, atol=1e-4)
+        per_process = []
+        for i in range(2):
+            async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(
+                    path=_socket_of(proc.pid, i))) as unix, unix.get("http://p/stats?scope=process") as r:
+                per_process.append((await r.json())["queries"])
+        assert sum(per_process) == 40 and min(per_process) > 0, per_process
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(proc.wait, 30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        await cluster.stop()
+
+
 def _wait_gone(pid: int) -> None:
     """Until the supervisor has reaped ``pid``. Not merely "zombie": a killed process's group leader
     shows as a zombie while its other threads still exit, and its listener stays open (and takes
