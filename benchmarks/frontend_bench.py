@@ -2,7 +2,8 @@
 builtin:linear workers, load from benchmarks/loadgen.py in its own process, and a direct worker-call baseline.
 
     .venv/bin/python benchmarks/frontend_bench.py [--quick]   -> benchmarks/results/frontend.json
-    .venv/bin/python benchmarks/frontend_bench.py --protocol-floor   (adds the floor of a leaner HTTP layer; httptools)
+    .venv/bin/python benchmarks/frontend_bench.py --protocol-floor --lean   (adds the floor without aiohttp's request
+                       layer, and none and coded through parm serve --predict-port, the lean listener)
     .venv/bin/python benchmarks/frontend_bench.py --isolate --out benchmarks/results/frontend_isolated.json
                        (frontends on CPU 0 alone, workers and load generator on the others)
     .venv/bin/python benchmarks/frontend_bench.py --scale 2   -> benchmarks/results/frontend_scale.json
@@ -153,10 +154,15 @@ def med(runs: list[dict[str, Any]], key: str) -> float:
     return statistics.median(r[key] for r in runs)
 
 
+def med_cpu(runs: list[dict[str, Any]]) -> float:
+    """The frontend's median CPU per answer over the runs (µs)."""
+    return statistics.median(r["cpu_us_per_answer"]["frontend"] for r in runs)
+
+
 def verdicts(sat: dict[str, list[dict[str, Any]]], mod: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     ratio = med(sat["coded"], "achieved_rate") / med(sat["none"], "achieved_rate")
     out: dict[str, Any] = {"throughput_ratio_coded_over_none": ratio, "throughput_ratio_met": ratio >= TARGETS["throughput_ratio"]}
-    for mode in [m for m in ("floor", "pfloor", "none", "coded") if m in sat]:
+    for mode in [m for m in ("floor", "pfloor", "none", "coded", "none-l", "coded-l") if m in sat]:
         cpu = statistics.median(r["cpu_us_per_answer"]["frontend"] for r in sat[mode])
         out[f"frontend_cpu_us_{mode}"] = cpu
         for q in ("p50", "p99"):
@@ -164,6 +170,8 @@ def verdicts(sat: dict[str, list[dict[str, Any]]], mod: dict[str, list[dict[str,
             out[f"added_{q}_ms_{mode}"] = added
             out[f"added_{q}_met_{mode}"] = added <= TARGETS[f"added_{q}_ms"]
     out["coded_cpu_met"] = out["frontend_cpu_us_coded"] <= TARGETS["coded_cpu_us"]
+    if "coded-l" in sat:  # through the lean listener (parm serve --predict-port)
+        out["throughput_ratio_lean"] = med(sat["coded-l"], "achieved_rate") / med(sat["none-l"], "achieved_rate")
     return out
 
 
@@ -176,7 +184,8 @@ def format_tables(sat: dict[str, list[dict[str, Any]]], mod: dict[str, list[dict
         lines.append(f"  {name:<8} {med(runs, 'achieved_rate'):10.1f} {med(runs, 'p50_ms'):8.2f} "
                      f"{med(runs, 'p99_ms'):8.2f} {fe_cpu:20.0f}")
     lines += [f"  throughput coded/none = {v['throughput_ratio_coded_over_none']:.3f} (target >= 0.90: "
-              f"{'MET' if v['throughput_ratio_met'] else 'MISSED'})",
+              f"{'MET' if v['throughput_ratio_met'] else 'MISSED'})"
+              + (f"; through the lean listener (-l) {v['throughput_ratio_lean']:.3f}" if "throughput_ratio_lean" in v else ""),
               f"  frontend cpu per coded answer {v['frontend_cpu_us_coded']:.0f} us (target <= 100: "
               f"{'MET' if v['coded_cpu_met'] else 'MISSED'}); the bare HTTP stack (floor) {v['frontend_cpu_us_floor']:.0f} us"
               + (f", without aiohttp's request layer (pfloor) {v['frontend_cpu_us_pfloor']:.0f} us"
@@ -227,12 +236,16 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         worker_pids = {f"{w.spec.role}{i}": w.proc.pid for i, w in enumerate(cluster.workers)}
         targets = {"direct": ["--worker", addrs(cluster, "data")], **{fe.mode: ["--url", fe.url] for fe in frontends}}
         pids = {"direct": worker_pids, **{fe.mode: {"frontend": fe.proc.pid, **worker_pids} for fe in frontends}}
+        for fe in frontends:  # --lean: the same processes through their lean predict listener too
+            if fe.lean_port is not None:
+                targets[f"{fe.mode}-l"], pids[f"{fe.mode}-l"] = ["--url", fe.lean_url], pids[fe.mode]
         for fe in frontends[:2 if args.protocol_floor else 1]:  # the floors call no worker
             pids[fe.mode] = {"frontend": fe.proc.pid}
         print(f"workers: data {addrs(cluster, 'data')}, parity {addrs(cluster, 'parity')}; logs in {log_dir}", flush=True)
         sat = await saturation(targets, pids, args, args.rounds, args.format)
         other_fmt = "json" if args.format == "msgpack" else "msgpack"
-        sat_other = {} if args.quick else await saturation({m: targets[m] for m in ("none", "coded")}, pids, args, 1, other_fmt)
+        other = {m: targets[m] for m in ("none", "coded", "none-l", "coded-l") if m in targets}
+        sat_other = {} if args.quick else await saturation(other, pids, args, 1, other_fmt)
         rate = args.moderate_rate or args.moderate_fraction * min(med(sat["none"], "achieved_rate"),
                                                                   med(sat["coded"], "achieved_rate"))
         mod = await moderate(targets, pids, args, rate)
@@ -247,8 +260,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     v = verdicts(sat, mod)
     print(format_tables(sat, mod, rate, v))
     if sat_other:
-        print(f"  {other_fmt} bodies: saturation none {med(sat_other['none'], 'achieved_rate'):.1f}/s, "
-              f"coded {med(sat_other['coded'], 'achieved_rate'):.1f}/s")
+        print(f"  {other_fmt} bodies, saturation: " + ", ".join(
+            f"{m} {med(runs, 'achieved_rate'):.1f}/s ({med_cpu(runs):.0f} us)" for m, runs in sat_other.items()))
     for mode, prof in profiles.items():
         print(format_profile(mode, prof))
     if traces:
@@ -273,6 +286,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--moderate-rate", type=float, default=None,
                    help="moderate load in req/s (default: --moderate-fraction of capacity); fixed, to compare commits")
     p.add_argument("--format", choices=["msgpack", "json"], default="msgpack")
+    p.add_argument("--lean", action="store_true",
+                   help="also measure none and coded through their lean predict listener (parm serve --predict-port), "
+                        "as none-l and coded-l")
     p.add_argument("--protocol-floor", action="store_true",
                    help="also measure benchmarks/protocol_floor.py (needs httptools): the floor without aiohttp's request layer")
     p.add_argument("--frontend-log-level", default="WARNING", help="INFO logs every request (aiohttp access log)")
@@ -315,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
               "setup": {"data_workers": 2, "parity_workers": 1, "model": "builtin:linear (784x10)", "threads": 1,
                         "k": 2, "code": "sum", "format": args.format, "concurrency": args.concurrency,
                         "rounds": args.rounds, "frontend_log_level": args.frontend_log_level,
-                        "event_loop": args.event_loop, "isolate": args.isolate},
+                        "event_loop": args.event_loop, "isolate": args.isolate, "lean": args.lean},
               **result, "wall_s": time.perf_counter() - t0}
     write_json(args.out, report)
     print(f"\nwrote {args.out} ({report['wall_s']:.0f} s)")

@@ -33,10 +33,15 @@ class Frontend:
     port: int
     proc: asyncio.subprocess.Process
     command: list[str]
+    lean_port: int | None = None  # parm serve --predict-port: the lean listener's
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/predict"
+
+    @property
+    def lean_url(self) -> str:
+        return f"http://127.0.0.1:{self.lean_port}/predict"
 
 
 # -- processes ----------------------------------------------------------------------------------
@@ -59,12 +64,14 @@ async def start_frontend(cluster: LocalCluster, mode: str, args: argparse.Namesp
                          profile_to: Path | None = None, processes: int = 1, trace_to: Path | None = None) -> Frontend:
     port = free_port()
     cmd = serve_command(cluster, mode, port, args.frontend_log_level, processes, args.event_loop, trace_to)
+    lean_port = free_port() if getattr(args, "lean", False) else None
+    cmd += ["--predict-port", str(lean_port)] if lean_port is not None else []
     if profile_to is not None:
         cmd = [PY, "-c", PROFILE_RUNNER, str(profile_to), *cmd[3:]]
     log = open(log_dir / f"frontend-{mode}-{port}.log", "wb")  # noqa: SIM115 (lives as long as the process)
     proc = await asyncio.create_subprocess_exec(*cmd, cwd=ROOT, stdout=log, stderr=log,
                                                 preexec_fn=_pinned_to(getattr(args, "frontend_cpus", None)))
-    fe = Frontend(mode, port, proc, cmd)
+    fe = Frontend(mode, port, proc, cmd, lean_port)
     await wait_ready(fe)
     return fe
 
