@@ -97,6 +97,8 @@ class FrontendConfig:
             raise ConfigError("at least one data worker is required (--data HOST:PORT,...)")
         if self.predict_port is not None and not 0 <= self.predict_port < 65536:
             raise ConfigError(f"predict port must be in 0..65535, got {self.predict_port}")
+        if self.predict_port and self.predict_port == self.port:  # with SO_REUSEPORT both would bind it
+            raise ConfigError(f"--predict-port must differ from --port ({self.port})")
         if self.k < 1:
             raise ConfigError(f"k must be >= 1, got {self.k}")
         if self.r < 1:

@@ -214,19 +214,21 @@ async def serve_until_signal(app: web.Application, cfg: FrontendConfig, drain_ti
     lean = PredictListener(app[SERVICE]) if cfg.predict_port is not None else None
     try:
         await _listen(runner, cfg.host, cfg.port, reuse_port=peers is not None)
-        if peers is not None:
+        lean_port = None if lean is None else await _listen_lean(lean, cfg.host, cfg.predict_port or 0, peers is not None)
+        if peers is not None:  # last: the supervisor counts a process as listening once this exists
             await web.UnixSite(runner, str(peers.socket_path(peers.index))).start()
         print(banner(int(runner.addresses[0][1])), flush=True)
-        if lean is not None:
-            port = await _listen_lean(lean, cfg.host, cfg.predict_port or 0, reuse_port=peers is not None)
-            print(f"POST /predict also on http://{cfg.host}:{port}/predict (lean listener)", flush=True)
+        if lean_port is not None:
+            print(f"POST /predict also on http://{cfg.host}:{lean_port}/predict (lean listener)", flush=True)
         await _wait_for_signal(supervisor)
         print("shutting down: draining queries in flight", flush=True)
         await app[SERVICE].drain(drain_timeout_s)
     finally:
         if lean is not None:
+            lean.stop_accepting()
+        await runner.cleanup()  # stops the service: what it still holds is answered 503, on both ports
+        if lean is not None:
             await lean.close()
-        await runner.cleanup()
 
 
 async def _listen(runner: web.AppRunner, host: str, port: int, reuse_port: bool = False) -> None:

@@ -114,7 +114,11 @@ class Supervisor:
 def supervise(args: argparse.Namespace, banner: str) -> int:
     """Run ``args.processes`` serving processes until SIGINT/SIGTERM; ``banner`` has {port} to fill."""
     held = reserve_port(args.host, args.port)
-    held_lean = reserve_port(args.host, args.predict_port) if args.predict_port is not None else None
+    try:
+        held_lean = reserve_port(args.host, args.predict_port) if args.predict_port is not None else None
+    except ConfigError:
+        held.close()
+        raise
     stopping = [False]
 
     def on_signal(signum: int, frame: object) -> None:

@@ -81,6 +81,7 @@ async def test_the_same_answers_in_msgpack_and_json_as_the_main_port() -> None:
 
 BAD = [  # (what, body, content type, path)
     ("unsupported media type", b"x", "text/plain", "/predict"),
+    ("unsupported media type, with parameters", b"x", "Text/Plain; charset=utf-8", "/predict"),
     ("malformed JSON", b"{not json", JSON, "/predict"),
     ("no inputs", b"{}", JSON, "/predict"),
     ("wrong shape", json.dumps({"inputs": [[1.0, 2.0]]}).encode(), JSON, "/predict"),
@@ -118,6 +119,10 @@ async def test_a_token_is_checked_as_on_the_main_port() -> None:
         lean = await via_lean(session, url, body, MSGPACK)
         assert lean[0] == main[0] == 401
         assert lean[2]["WWW-Authenticate"] == main[2]["WWW-Authenticate"]
+        assert lean[2]["Content-Type"] == main[2]["Content-Type"]
+        # checked before the route, as the main port's middleware runs before routing
+        assert (await via_lean(session, url, body, MSGPACK, path="/nowhere"))[0] == 401
+        assert (await via_main(client, body, MSGPACK, path="/nowhere"))[0] == 401
         ok = await via_lean(session, url, body, MSGPACK, headers={"Authorization": "Bearer s3cret"})
         assert ok[0] == 200
 
@@ -158,6 +163,41 @@ async def test_pipelined_requests_are_answered_in_order_on_one_connection() -> N
         status, headers, _ = await read_response(reader)
         assert status == 200 and headers["connection"] == "close"
         assert await asyncio.wait_for(reader.read(), 10) == b""  # then closed
+
+
+async def test_many_pipelined_requests_unread_until_the_end_are_all_answered_in_order() -> None:
+    """More than PIPELINE_MAX at once: reading pauses and resumes, nothing is lost or reordered."""
+    bodies = [msgpack.packb({"inputs": encode_tensor(QUERY * (i % 7))}) for i in range(120)]
+    async with both() as (_, url, _), connection(url) as (reader, writer):
+        writer.write(b"".join(raw_request(b) for b in bodies) + raw_request(b"{", ctype=JSON))
+        answers = [await read_response(reader) for _ in range(121)]
+    assert [a[0] for a in answers] == [200] * 120 + [400]
+    first = decode_tensor(msgpack.unpackb(answers[1][2])["outputs"])
+    for i, (_, _, body) in enumerate(answers[:120]):  # the same input gives the same output: in order
+        assert np.array_equal(decode_tensor(msgpack.unpackb(body)["outputs"]),
+                              decode_tensor(msgpack.unpackb(answers[i % 7][2])["outputs"])), i
+    assert not np.array_equal(first, decode_tensor(msgpack.unpackb(answers[2][2])["outputs"]))
+
+
+async def test_head_upgrade_and_oversized_heads() -> None:
+    async with both() as (_, url, _):
+        async with connection(url) as (reader, writer):  # HEAD: the 405's headers and no body
+            writer.write(b"HEAD /predict HTTP/1.1\r\nHost: x\r\n\r\nGET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+            head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)).decode()
+            assert head.startswith("HTTP/1.1 405")
+            assert (await read_response(reader))[0] == 404  # the next response starts right after the head
+        async with connection(url) as (reader, writer):  # an upgrade: one refusal, then the end
+            good = msgpack.packb({"inputs": encode_tensor(QUERY)})
+            writer.write(raw_request(good, "Connection: Upgrade\r\nUpgrade: h2c\r\n"))
+            status, headers, _ = await read_response(reader)
+            assert status == 400 and headers["connection"] == "close"
+            assert await asyncio.wait_for(reader.read(), 10) == b""
+        async with connection(url) as (reader, writer):  # a header that never ends
+            writer.write(b"POST /predict HTTP/1.1\r\nX-Long: ")
+            for _ in range(20):
+                writer.write(b"a" * 65536)
+            status, _, body = await read_response(reader)
+            assert status == 400 and "headers over" in json.loads(body)["error"]
 
 
 async def test_expect_continue_and_chunked_bodies() -> None:
