@@ -2,6 +2,9 @@
 is a JSON 2xx/4xx (msgpack, V2 binary or Prometheus text where those are asked for), never a 5xx (but
 the designed 504 when the client asks for a deadline too short to meet), and nothing stays pending.
 
+Every request also goes to the lean predict listener (parm serve --predict-port) on the same service:
+the same checks there, and for POST /predict the same status and error as the main port.
+
 Besides random bodies it generates classes of inputs that once broke the server: nesting tens of
 thousands of levels deep (raw bytes: json.dumps itself would recurse), V2 shapes with huge, negative
 or overflowing dimensions, sizes that disagree (shape vs data, binary_data_size vs the bytes sent,
@@ -16,12 +19,14 @@ import json
 import os
 from dataclasses import dataclass, field
 
+import aiohttp
 import msgpack
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from frontend.config import FrontendConfig
+from frontend.predict_listener import PredictListener
 from tests.conftest import frontend, service_of, worker_servers
 
 EXAMPLES = int(os.environ.get("PARM_FUZZ_EXAMPLES", "300"))
@@ -252,28 +257,41 @@ async def fuzz(fuzz_loop: asyncio.AbstractEventLoop, examples: int, coded: bool)
         addrs = tuple(("127.0.0.1", w.port) for w in ws)
         cfg = FrontendConfig(data=addrs[:2] if coded else addrs, parity=addrs[2:], k=2, code="sum",
                              mode="coded" if coded else "none", deadline_ms=2000, health_interval_s=30)
-        async with frontend(cfg) as c:
+        async with frontend(cfg) as c, aiohttp.ClientSession() as session:
+            lean = PredictListener(service_of(c))  # parm serve --predict-port, fuzzed beside the main port
+            lean_url = f"http://127.0.0.1:{await lean.start('127.0.0.1', 0)}"
             statuses: list[int] = []
 
             @settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck))
             @given(req=requests)
             def one(req: Request) -> None:
-                fut = asyncio.run_coroutine_threadsafe(send(c, req), fuzz_loop)
-                status, payload = fut.result(timeout=30)
-                statuses.append(status)
-                # the only 5xx allowed are the designed ones: a deadline the client set too short
-                designed = status == 504 and isinstance(payload, dict) and payload.get("code") == "deadline_exceeded"
-                what = (status, payload, req.method, req.path, req.headers, req.body[:200])
-                assert status < 500 or designed, what
-                if status >= 400:  # every error is JSON {"error", "code"}
-                    assert isinstance(payload, dict) and {"error", "code"} <= set(payload), what
-                else:
-                    assert payload is not None and "error" not in payload, what
+                main = asyncio.run_coroutine_threadsafe(send(c.request, req), fuzz_loop).result(timeout=30)
+                judge(req, *main)
+                statuses.append(main[0])
+                lean_path = req.path if req.path.startswith("/") else "/" + req.path
+                on_lean = asyncio.run_coroutine_threadsafe(
+                    send(lambda m, p, **kw: session.request(m, lean_url + p, **kw), Request(
+                        req.method, lean_path, req.body, req.headers)), fuzz_loop).result(timeout=30)
+                judge(req, *on_lean)
+                if req.method == "POST" and req.path.partition("?")[0] == "/predict" and max(main[0], on_lean[0]) < 500:
+                    assert on_lean == main or on_lean[0] == main[0] == 200, (on_lean, main, req.headers, req.body[:200])
 
             await asyncio.to_thread(one)
+            await lean.close()
             assert len(statuses) >= examples and service_of(c).pending == 0
             print(f"fuzz: {len(statuses)} requests ({'coded' if coded else 'none'} mode), "
                   f"statuses {dict(sorted(_counts(statuses).items()))}")
+
+
+def judge(req: Request, status: int, payload: object) -> None:
+    # the only 5xx allowed are the designed ones: a deadline the client set too short
+    designed = status == 504 and isinstance(payload, dict) and payload.get("code") == "deadline_exceeded"
+    what = (status, payload, req.method, req.path, req.headers, req.body[:200])
+    assert status < 500 or designed, what
+    if status >= 400:  # every error is JSON {"error", "code"}
+        assert isinstance(payload, dict) and {"error", "code"} <= set(payload), what
+    else:
+        assert payload is not None and "error" not in payload, what
 
 
 def _counts(statuses: list[int]) -> dict[int, int]:
@@ -283,10 +301,11 @@ def _counts(statuses: list[int]) -> dict[int, int]:
     return counts
 
 
-async def send(c, req: Request) -> tuple[int, object]:
-    """-> (status, decoded body): JSON, msgpack, V2 binary (its JSON header) or Prometheus text."""
-    resp = await c.request(req.method, req.path, data=req.body, headers=req.headers)
-    raw = await resp.read()
+async def send(request, req: Request) -> tuple[int, object]:
+    """-> (status, decoded body): JSON, msgpack, V2 binary (its JSON header) or Prometheus text.
+    ``request``: the main port's test client's, or a session's on the lean listener."""
+    async with request(req.method, req.path, data=req.body, headers=req.headers) as resp:
+        raw = await resp.read()
     if resp.content_type == "application/msgpack":
         return resp.status, msgpack.unpackb(raw)
     if resp.content_type == "application/octet-stream":  # V2 binary output: JSON header, then the tensor bytes
