@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import logging
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -24,6 +25,7 @@ from frontend.errors import BadRequest, ServingError
 if TYPE_CHECKING:
     from frontend.predict_listener import PredictListener
 
+log = logging.getLogger(__name__)
 PIPELINE_MAX = 16            # requests waiting on one connection before it stops reading
 MAX_HEAD_BYTES = 1 << 20     # a request line and headers past this (plus at most one read) are refused
 LINGER_S = 2.0               # after a refusal, how long the rest of the client's upload is read and dropped
@@ -55,7 +57,9 @@ class PredictProtocol(asyncio.Protocol):
         self.closing = False   # nothing more is parsed: the last queued request ends the connection
         self.last_active = time.monotonic()
         self._write_paused = self._reading_paused = False
-        self._in_head, self._head_bytes = True, 0
+        self._in_head, self._head_bytes = True, 0  # in a request's head; its bytes that are not body so far
+        self._body_total = 0                         # body bytes ever parsed on this connection
+        self._eof = self._lost = False
         self._begin()
 
     def _begin(self) -> None:
@@ -73,23 +77,30 @@ class PredictProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.listener.connections.discard(self)
-        self.closing = True
+        self.closing = self._lost = True
         self.waiting.clear()  # not started, and no one to answer: the one being answered still finishes
+
+    def eof_received(self) -> bool:
+        """The client has sent all it will (a half-close): answer what it sent, then close."""
+        self._eof = self.closing = True
+        return self.task is not None or bool(self.waiting)  # True keeps the transport open for the answers
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return  # after a refusal: the rest of the upload is dropped (LINGER_S)
         self.last_active = time.monotonic()
+        body_before = self._body_total
         try:
             self.parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
             if not self.closing:  # (an upgrade was already refused at its headers)
                 self._refuse(BadRequest(f"malformed HTTP request: {exc}"), known=False)
             return
-        if self._in_head and not self.closing:  # all of it went to a head still incomplete
-            self._head_bytes += len(data)
-            if self._head_bytes > MAX_HEAD_BYTES:
-                self._refuse(BadRequest(f"request line and headers over {MAX_HEAD_BYTES} bytes"), known=False)
+        # what was not body: request lines, headers, chunk framing, trailers, blank lines (counted from the
+        # current request's start, give or take the one read in which it began)
+        self._head_bytes += len(data) - (self._body_total - body_before)
+        if self._head_bytes > MAX_HEAD_BYTES and not self.closing:
+            self._refuse(BadRequest(f"request line and headers over {MAX_HEAD_BYTES} bytes"), known=False)
 
     def pause_writing(self) -> None:  # the client does not read its answers: stop reading its requests
         self._write_paused = True
@@ -99,15 +110,26 @@ class PredictProtocol(asyncio.Protocol):
         self._write_paused = False
         self._update_reading()
 
+    def stop_reading(self) -> None:
+        """No more requests from this client (shutdown): the ones already read are still answered."""
+        self.closing = True
+        self._update_reading(force_pause=True)
+
     def close(self) -> None:
+        """Close once the answers are written out, or after LINGER_S if the client does not read them."""
         self.closing = True
         if self.transport is not None:
             self.transport.close()
+            asyncio.get_running_loop().call_later(LINGER_S, self._abort_if_open)
 
     def abort(self) -> None:
         self.closing = True
         if self.transport is not None:
             self.transport.abort()
+
+    def _abort_if_open(self) -> None:
+        if not self._lost:
+            self.abort()
 
     # -- httptools callbacks ------------------------------------------------------------------------
 
@@ -119,6 +141,8 @@ class PredictProtocol(asyncio.Protocol):
         self.url_parts.append(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._in_head:  # a chunked body's trailer: not a header of the request (as aiohttp)
+            return
         name = name.lower()  # the first of repeated headers counts, as aiohttp's request.headers.get
         if name == b"content-type" and self.content_type is None:  # the media type alone, as aiohttp's
             self.content_type = value.decode("latin-1").partition(";")[0].strip().lower()
@@ -143,6 +167,7 @@ class PredictProtocol(asyncio.Protocol):
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
+        self._body_total += len(body)
         if self.closing:
             return
         self.size += len(body)
@@ -194,7 +219,13 @@ class PredictProtocol(asyncio.Protocol):
                 if req.refuse is not None:
                     self._linger(transport)
                 elif not req.keep_alive:
-                    transport.close()
+                    self.close()
+            if self._eof:  # the client half-closed: all it sent is answered
+                self.close()
+        except Exception:  # a bug: the answers behind it cannot be given in order, so end here
+            log.exception("predict listener: a connection failed")
+            self.waiting.clear()
+            self.abort()
         finally:
             self.task = None
 
@@ -205,11 +236,11 @@ class PredictProtocol(asyncio.Protocol):
             transport.write_eof()
         self._write_paused = False
         self._update_reading(force_resume=True)
-        asyncio.get_running_loop().call_later(LINGER_S, transport.close)
+        asyncio.get_running_loop().call_later(LINGER_S, self.close)
 
-    def _update_reading(self, force_resume: bool = False) -> None:
+    def _update_reading(self, force_resume: bool = False, force_pause: bool = False) -> None:
         """Pause reading while the client does not read its answers or too many of its requests wait."""
-        pause = not force_resume and (self._write_paused or len(self.waiting) > PIPELINE_MAX)
+        pause = force_pause or (not force_resume and (self._write_paused or len(self.waiting) > PIPELINE_MAX))
         transport = self.transport
         if pause == self._reading_paused or transport is None or transport.is_closing():
             return

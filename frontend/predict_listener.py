@@ -84,16 +84,18 @@ class PredictListener:
         if self._sweeper is not None:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)
+        for conn in list(self.connections):
+            conn.stop_reading()  # what each has read is still answered
+        end = time.monotonic() + grace_s
+        while any(c.task is not None or c.waiting for c in self.connections) and time.monotonic() < end:
+            await asyncio.sleep(0.01)
         busy = [c.task for c in self.connections if c.task is not None]
-        if busy:
-            await asyncio.wait(busy, timeout=grace_s)
-            for task in busy:
-                task.cancel()
-            await asyncio.gather(*busy, return_exceptions=True)
+        for task in busy:  # past the grace: these requests go unanswered (the connection is dropped)
+            task.cancel()
+        await asyncio.gather(*busy, return_exceptions=True)
         for conn in list(self.connections):
             conn.close()  # once its answers are written out
-        end = time.monotonic() + grace_s
-        while self.connections and time.monotonic() < end:
+        while self.connections and time.monotonic() < end + grace_s:
             await asyncio.sleep(0.01)
         for conn in list(self.connections):
             conn.abort()  # a client that reads nothing would hold a close() forever

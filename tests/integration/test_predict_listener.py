@@ -200,6 +200,32 @@ async def test_head_upgrade_and_oversized_heads() -> None:
             assert status == 400 and "headers over" in json.loads(body)["error"]
 
 
+async def test_a_half_closed_client_gets_its_answer() -> None:
+    good = msgpack.packb({"inputs": encode_tensor(QUERY)})
+    async with both() as (_, url, _), connection(url) as (reader, writer):
+        writer.write(raw_request(good) + raw_request(good))
+        writer.write_eof()  # shutdown(SHUT_WR): nothing more will come
+        assert [(await read_response(reader))[0] for _ in range(2)] == [200, 200]
+        assert await asyncio.wait_for(reader.read(), 10) == b""
+
+
+async def test_trailers_are_not_headers_and_cannot_grow_without_bound() -> None:
+    good = msgpack.packb({"inputs": encode_tensor(QUERY)})
+    head = b"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    chunk = f"{len(good):x}\r\n".encode() + good + b"\r\n0\r\n"
+    async with both() as (_, url, _):
+        async with connection(url) as (reader, writer):  # a Content-Type in the trailer does not count: 415
+            writer.write(head + chunk + f"Content-Type: {MSGPACK}\r\n\r\n".encode())
+            status, _, body = await read_response(reader)
+            assert status == 415 and "application/octet-stream" in json.loads(body)["error"]
+        async with connection(url) as (reader, writer):  # a trailer that never ends is refused
+            writer.write(head + chunk + b"X-Trailer: ")
+            for _ in range(20):
+                writer.write(b"a" * 65536)
+            status, _, body = await read_response(reader)
+            assert status == 400 and "headers over" in json.loads(body)["error"]
+
+
 async def test_expect_continue_and_chunked_bodies() -> None:
     good = msgpack.packb({"inputs": encode_tensor(QUERY)})
     async with both() as (_, url, _), connection(url) as (reader, writer):
