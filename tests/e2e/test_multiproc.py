@@ -10,6 +10,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import aiohttp
 import numpy as np
@@ -58,15 +60,38 @@ async def _predict_each_on_a_new_connection(url: str, x: np.ndarray) -> np.ndarr
     return np.array(await asyncio.gather(*(one(i) for i in range(len(x)))))
 
 
-async def test_two_processes_share_the_port_and_answer_for_each_other() -> None:
+@asynccontextmanager
+async def _serving_two(*flags: str) -> AsyncIterator[subprocess.Popen]:
+    """Real workers (2 data, 1 parity) and ``parm serve --processes 2 FLAGS`` in front of them; all
+    stopped afterwards (the serve process killed if a test left it running)."""
     cluster = LocalCluster(cluster_specs(2, 1, "coded", "builtin:linear", "builtin:linear:parity_k=2"))
     await cluster.start()
     data = ",".join(f"{h}:{p}" for h, p in cluster.addresses("data"))
     parity = ",".join(f"{h}:{p}" for h, p in cluster.addresses("parity"))
     proc = subprocess.Popen([sys.executable, "-m", "parm", "serve", "--data", data, "--parity", parity, "--code", "sum",
-                             "--k", "2", "--port", "0", "--processes", "2", "--health-interval-s", "0.2"],
+                             "--k", "2", "--port", "0", *flags, "--processes", "2", "--health-interval-s", "0.2"],
                             stdout=subprocess.PIPE, text=True)
     try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        await cluster.stop()
+
+
+async def _queries_per_process(proc: subprocess.Popen) -> list[int]:
+    """Each serving process's own count of queries, asked on its unix socket (?scope=process)."""
+    counts = []
+    for i in range(2):
+        async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(
+                path=_socket_of(proc.pid, i))) as unix, unix.get("http://p/stats?scope=process") as r:
+            counts.append((await r.json())["queries"])
+    return counts
+
+
+async def test_two_processes_share_the_port_and_answer_for_each_other() -> None:
+    async with _serving_two() as proc:
         url = f"http://127.0.0.1:{await _banner_port(proc)}"
         assert len(_children(proc.pid)) == 2
         async with aiohttp.ClientSession() as session:
@@ -80,11 +105,7 @@ async def test_two_processes_share_the_port_and_answer_for_each_other() -> None:
                 stats = await r.json()
             assert stats["queries"] == 60 and stats["answered"] == 60  # summed over both processes
             assert stats["processes"] == {"count": 2, "answered": [0, 1]}
-            per_process = []
-            for i in range(2):  # each process's own share: both took some (60 connections, two listeners)
-                async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(
-                        path=_socket_of(proc.pid, i))) as unix, unix.get("http://p/stats?scope=process") as r:
-                    per_process.append((await r.json())["queries"])
+            per_process = await _queries_per_process(proc)  # both took some (60 connections, two listeners)
             assert sum(per_process) == 60 and min(per_process) > 0, per_process
             async with session.get(f"{url}/metrics") as r:
                 text = await r.text()
@@ -110,23 +131,11 @@ async def test_two_processes_share_the_port_and_answer_for_each_other() -> None:
         assert await asyncio.to_thread(proc.wait, 30) == 0
         assert not any(os.path.exists(f"/proc/{k}") and "zombie" not in open(f"/proc/{k}/status").read().lower()
                        for k in kids)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        await cluster.stop()
 
 
 async def test_the_lean_predict_port_is_shared_by_the_processes_too() -> None:
     """--predict-port with --processes 2: one port for the lean listener too, and both processes answer on it."""
-    cluster = LocalCluster(cluster_specs(2, 1, "coded", "builtin:linear", "builtin:linear:parity_k=2"))
-    await cluster.start()
-    data = ",".join(f"{h}:{p}" for h, p in cluster.addresses("data"))
-    parity = ",".join(f"{h}:{p}" for h, p in cluster.addresses("parity"))
-    proc = subprocess.Popen([sys.executable, "-m", "parm", "serve", "--data", data, "--parity", parity, "--code", "sum",
-                             "--k", "2", "--port", "0", "--predict-port", "0", "--processes", "2",
-                             "--health-interval-s", "0.2"], stdout=subprocess.PIPE, text=True)
-    try:
+    async with _serving_two("--predict-port", "0") as proc:
         url = f"http://127.0.0.1:{await _banner_port(proc)}"
         line = await asyncio.to_thread(proc.stdout.readline)
         match = re.search(r"POST /predict also on (http://127\.0\.0\.1:\d+)/predict", line)
@@ -137,19 +146,10 @@ async def test_the_lean_predict_port_is_shared_by_the_processes_too() -> None:
             x = np.random.default_rng(6).random((40, 1, 28, 28), dtype=np.float32)
             out = await _predict_each_on_a_new_connection(lean, x)
             np.testing.assert_allclose(out, LINEAR.predict(x), rtol=1e-4, atol=1e-4)
-        per_process = []
-        for i in range(2):
-            async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(
-                    path=_socket_of(proc.pid, i))) as unix, unix.get("http://p/stats?scope=process") as r:
-                per_process.append((await r.json())["queries"])
+        per_process = await _queries_per_process(proc)
         assert sum(per_process) == 40 and min(per_process) > 0, per_process
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(proc.wait, 30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        await cluster.stop()
 
 
 def _wait_gone(pid: int) -> None:
